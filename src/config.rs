@@ -1,0 +1,184 @@
+//! `Config`: every setting of the server, with its default, in one place.
+//!
+//! Loaded from a TOML file (`tickcast serve --config FILE`) whose every key is
+//! optional; unknown keys are an error, so a typo never silently falls back to a
+//! default. `docs/tickcast.example.toml` lists them all with their defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::feed::FeedSpec;
+
+/// Why a config file could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The server's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the one HTTP/WebSocket port. Default: `127.0.0.1:9001`.
+    pub listen: SocketAddr,
+    /// Writer cores (threads that own connections); 0 means one per available CPU.
+    /// Default: 0.
+    pub workers: usize,
+    /// Pin each writer core to its own CPU with core_affinity. Default: true.
+    pub pin_cores: bool,
+    /// Slots in the broadcast ring, rounded up to a power of two. It bounds how far a
+    /// writer core may fall behind before it resynchronises from the last-value cache,
+    /// and how far back a resume can replay. Default: 65,536.
+    pub ring_capacity: usize,
+    /// Most distinct symbols; ticks for more are rejected and counted. Default: 16,384.
+    pub max_symbols: usize,
+    /// Capacity of the feed → sequencer channel, in ticks; full blocks the feeds.
+    /// Default: 65,536.
+    pub feed_channel_capacity: usize,
+    /// Largest client control message, in bytes; a larger one closes the connection
+    /// with code 1009. Default: 65,536.
+    pub max_control_message_bytes: usize,
+    /// Outbound queue per connection above which it conflates, in bytes.
+    /// Default: 1,048,576.
+    pub high_water_bytes: usize,
+    /// Outbound queue below which a conflating connection streams again, in bytes.
+    /// Default: 262,144.
+    pub low_water_bytes: usize,
+    /// Oldest unsent byte's age above which a connection conflates, in ms; 0 turns the
+    /// age bound off. Default: 1,000.
+    pub max_queue_age_ms: u64,
+    /// A connection with queued bytes that makes no write progress for this long is
+    /// closed with code 4008 `slow consumer`, in ms. Default: 10,000.
+    pub stall_timeout_ms: u64,
+    /// The feeds to run. Default: one synthetic feed.
+    pub feeds: Vec<FeedSpec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            workers: 0,
+            pin_cores: true,
+            ring_capacity: 65_536,
+            max_symbols: 16_384,
+            feed_channel_capacity: 65_536,
+            max_control_message_bytes: 65_536,
+            high_water_bytes: 1 << 20,
+            low_water_bytes: 256 << 10,
+            max_queue_age_ms: 1_000,
+            stall_timeout_ms: 10_000,
+            feeds: vec![FeedSpec::default()],
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.low_water_bytes >= self.high_water_bytes {
+            return Err(ConfigError::Invalid(
+                "low_water_bytes must be below high_water_bytes".into(),
+            ));
+        }
+        if self.max_symbols == 0 || self.ring_capacity < 2 || self.feed_channel_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "max_symbols, ring_capacity and feed_channel_capacity must be positive".into(),
+            ));
+        }
+        if self.max_control_message_bytes < 256 {
+            return Err(ConfigError::Invalid(
+                "max_control_message_bytes must be at least 256".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of writer cores to run.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_file_matches_defaults() {
+        let text = include_str!("../docs/tickcast.example.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_ranges() {
+        let e = Config::parse("listne = \"1.2.3.4:5\"").unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+        let e = Config::parse("low_water_bytes = 10\nhigh_water_bytes = 5").unwrap_err();
+        assert!(e.to_string().contains("low_water_bytes"), "{e}");
+    }
+
+    #[test]
+    fn parses_feeds() {
+        let c = Config::parse("[[feeds]]\nkind = \"synthetic\"\nrate = 5\n").unwrap();
+        match &c.feeds[..] {
+            [FeedSpec::Synthetic(s)] => assert_eq!(s.rate, 5),
+            other => panic!("{other:?}"),
+        }
+    }
+}

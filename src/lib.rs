@@ -1,0 +1,32 @@
+//! tickcast: a live market-data streaming server.
+//!
+//! # Layout
+//!
+//! In data-path order (see `docs/architecture.md` for the whole design):
+//!
+//! - [`feed`]: feed adapters turn sources into [`feed::FeedTick`]s
+//!   ([`feed::synthetic`] is the built-in default).
+//! - [`sequencer`]: the single writer; interns [`symbol`]s, assigns per-symbol
+//!   sequence numbers, updates the [`lvc`] and publishes into the [`ring`].
+//! - [`ring`]: the lock-free SPMC broadcast ring, built on [`seqlock`] cells.
+//! - [`lvc`]: the last-value cache, for snapshots, lap recovery and conflation.
+//! - [`writer`]: pinned writer cores, each owning its connections; they read every
+//!   slot once and append encoded records to subscribers' [`outbox`]es.
+//! - [`conflate`]: what a slow or rate-limited subscription merges, sans-IO.
+//! - [`wire`]: the binary and JSON encodings; [`protocol`]: client control messages.
+//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`).
+//! - [`server`]: wires it all together; [`config`] holds every setting.
+//!
+//! Values: [`tick`] is the normalized fixed-size tick, [`fixed`] its fixed-point
+//! decimals.
+
+pub mod config;
+pub mod feed;
+pub mod fixed;
+pub mod lvc;
+pub mod park;
+pub mod ring;
+pub mod seqlock;
+pub mod sequencer;
+pub mod symbol;
+pub mod tick;
