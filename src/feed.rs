@@ -8,6 +8,9 @@
 //! Adapters:
 //! - [`synthetic`]: a seeded random walk, the built-in default.
 
+pub mod binance;
+pub mod coinbase;
+pub mod normalize;
 pub mod synthetic;
 
 use std::str::FromStr;
