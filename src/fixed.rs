@@ -161,7 +161,16 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for v in [0, 1, 7, 99_999_999, 100_000_001, -42, 123_456_789_012_345, i64::MAX] {
+        for v in [
+            0,
+            1,
+            7,
+            99_999_999,
+            100_000_001,
+            -42,
+            123_456_789_012_345,
+            i64::MAX,
+        ] {
             assert_eq!(parse(to_string(v).as_bytes()), Ok(v));
         }
     }

@@ -21,12 +21,20 @@
 //! decimals.
 
 pub mod config;
+pub mod conflate;
 pub mod feed;
 pub mod fixed;
+pub mod http;
 pub mod lvc;
+pub mod outbox;
 pub mod park;
+pub mod protocol;
 pub mod ring;
 pub mod seqlock;
 pub mod sequencer;
+pub mod server;
+pub mod stats;
 pub mod symbol;
 pub mod tick;
+pub mod wire;
+pub mod writer;

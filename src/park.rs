@@ -43,7 +43,8 @@ impl Parker {
     /// unconditionally when `force` is set (shutdown, new work from another thread).
     pub fn wake(&self, force: bool) {
         fence(Ordering::SeqCst);
-        if force || (self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst))
+        if force
+            || (self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst))
         {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             self.notify.notify_one();

@@ -167,7 +167,11 @@ impl SymbolTable {
 
     /// Number of interned symbols.
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).names.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .names
+            .len()
     }
 
     /// Whether no symbol is interned yet.
@@ -223,7 +227,10 @@ mod tests {
         assert_eq!(t.intern(a), Ok(0));
         assert_eq!(t.intern(b), Ok(1));
         assert_eq!(t.intern(a), Ok(0));
-        assert_eq!(t.intern(Symbol::new("C").unwrap()), Err(SymbolError::Full(2)));
+        assert_eq!(
+            t.intern(Symbol::new("C").unwrap()),
+            Err(SymbolError::Full(2))
+        );
         assert_eq!(t.id_of("B"), Some(1));
         assert_eq!(t.name(1), Some(b));
         let mut names = vec![a];

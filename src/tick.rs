@@ -206,10 +206,7 @@ impl Tick {
             ts_event: w[2],
             ts_recv: w[3],
             count: w[4] as u32,
-            body: Body::from_values(
-                kind,
-                [w[5] as i64, w[6] as i64, w[7] as i64, w[8] as i64],
-            ),
+            body: Body::from_values(kind, [w[5] as i64, w[6] as i64, w[7] as i64, w[8] as i64]),
         })
     }
 

@@ -149,7 +149,8 @@ pub fn run(cfg: &SyntheticConfig, ctx: &FeedContext) {
                 .store(now_ns(), std::sync::atomic::Ordering::Relaxed);
             sent += 1;
         }
-        let next_at = Duration::from_nanos((u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64);
+        let next_at =
+            Duration::from_nanos((u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64);
         if let Some(wait) = next_at.checked_sub(start.elapsed()) {
             std::thread::sleep(wait.min(Duration::from_millis(50)));
         }
@@ -171,10 +172,7 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(a.next_tick(i), b.next_tick(i));
         }
-        let mut c = Generator::new(&SyntheticConfig {
-            seed: 7,
-            ..cfg
-        });
+        let mut c = Generator::new(&SyntheticConfig { seed: 7, ..cfg });
         let differs = (0..100).any(|i| c.next_tick(i) != a.next_tick(i));
         assert!(differs, "another seed gives another stream");
     }
@@ -189,15 +187,16 @@ mod tests {
                     assert!(price > 0 && size > 0);
                     trades += 1;
                 }
-                Body::Quote {
-                    bid_px, ask_px, ..
-                } => {
+                Body::Quote { bid_px, ask_px, .. } => {
                     assert!(bid_px < ask_px && bid_px > 0);
                     quotes += 1;
                 }
             }
         }
-        assert!((2_000..4_000).contains(&trades), "trade ratio near 0.3: {trades}");
+        assert!(
+            (2_000..4_000).contains(&trades),
+            "trade ratio near 0.3: {trades}"
+        );
         assert!(quotes > trades);
         assert_eq!(g.symbols().count(), 100);
     }

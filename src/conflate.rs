@@ -1,0 +1,203 @@
+//! `Conflator`: what one subscription merges while it cannot or may not be sent to.
+//!
+//! A slow connection (over its byte or age budget) and a rate-limited subscription
+//! (`max_rate`) both stop sending a symbol's ticks and absorb them here instead. When
+//! sending resumes, the conflator yields at most one quote and one trade record:
+//! - quotes: the latest quote, standing for every quote absorbed;
+//! - trades: one aggregate — last price, high, low, total volume — standing for every
+//!   trade absorbed, so no volume is lost.
+//!
+//! Each record carries `count` (the updates it stands for) and the `conflated` flag
+//! when it stands for more than one, and the sequence number of the latest update it
+//! merged. Memory is two ticks per subscription, whatever the feed rate or the stall's
+//! length. Sans-IO: no clock, no socket.
+
+use crate::tick::{Body, Flags, Tick};
+
+/// Merge state of one subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Conflator {
+    trade: Option<Tick>,
+    quote: Option<Tick>,
+}
+
+impl Conflator {
+    /// Nothing absorbed.
+    pub const fn new() -> Conflator {
+        Conflator {
+            trade: None,
+            quote: None,
+        }
+    }
+
+    /// Merges `tick` into the pending state.
+    pub fn absorb(&mut self, tick: &Tick) {
+        match tick.body {
+            Body::Quote { .. } => {
+                let count = self.quote.map_or(0, |q| q.count);
+                let flags = self.quote.map_or(Flags::empty(), |q| q.flags);
+                self.quote = Some(Tick {
+                    count: count.saturating_add(tick.count),
+                    flags: flags.with(tick.flags),
+                    ..*tick
+                });
+            }
+            Body::Trade {
+                price,
+                size,
+                high,
+                low,
+            } => {
+                self.trade = Some(match self.trade {
+                    None => *tick,
+                    Some(prev) => {
+                        let Body::Trade {
+                            size: vol,
+                            high: hi,
+                            low: lo,
+                            ..
+                        } = prev.body
+                        else {
+                            unreachable!("the trade slot only holds trades")
+                        };
+                        Tick {
+                            count: prev.count.saturating_add(tick.count),
+                            flags: prev.flags.with(tick.flags),
+                            body: Body::Trade {
+                                price,
+                                size: vol.saturating_add(size),
+                                high: hi.max(high),
+                                low: lo.min(low),
+                            },
+                            ..*tick
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Whether anything is pending.
+    pub fn is_empty(&self) -> bool {
+        self.trade.is_none() && self.quote.is_none()
+    }
+
+    /// Updates absorbed and not yet emitted.
+    pub fn pending_count(&self) -> u64 {
+        u64::from(self.trade.map_or(0, |t| t.count)) + u64::from(self.quote.map_or(0, |q| q.count))
+    }
+
+    /// Emits the pending records in sequence order and clears the state. A record that
+    /// stands for more than one update is flagged `conflated`.
+    pub fn drain(&mut self, mut emit: impl FnMut(Tick)) {
+        let mut out = [self.trade.take(), self.quote.take()];
+        if let [Some(t), Some(q)] = out {
+            if q.seq < t.seq {
+                out = [Some(q), Some(t)];
+            }
+        }
+        for mut t in out.into_iter().flatten() {
+            if t.count > 1 {
+                t.flags = t.flags.with(Flags::CONFLATED);
+            }
+            emit(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trade(seq: u64, price: i64, size: i64) -> Tick {
+        Tick {
+            symbol_id: 1,
+            seq,
+            ts_event: seq * 10,
+            ts_recv: seq * 10 + 1,
+            flags: Flags::empty(),
+            count: 1,
+            body: Body::trade(price, size),
+        }
+    }
+
+    fn quote(seq: u64, bid: i64) -> Tick {
+        Tick {
+            body: Body::Quote {
+                bid_px: bid,
+                bid_sz: 1,
+                ask_px: bid + 1,
+                ask_sz: 1,
+            },
+            ..trade(seq, 0, 0)
+        }
+    }
+
+    fn drained(c: &mut Conflator) -> Vec<Tick> {
+        let mut v = Vec::new();
+        c.drain(|t| v.push(t));
+        v
+    }
+
+    #[test]
+    fn single_update_passes_unflagged() {
+        let mut c = Conflator::new();
+        c.absorb(&trade(1, 100, 5));
+        assert_eq!(drained(&mut c), vec![trade(1, 100, 5)]);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn trades_aggregate_volume_high_low_last() {
+        let mut c = Conflator::new();
+        for (seq, px, sz) in [(1, 100, 5), (2, 120, 1), (4, 90, 2), (5, 110, 3)] {
+            c.absorb(&trade(seq, px, sz));
+        }
+        c.absorb(&quote(3, 50));
+        c.absorb(&quote(6, 55));
+        assert_eq!(c.pending_count(), 6);
+        let out = drained(&mut c);
+        assert_eq!(out.len(), 2);
+        let t = out[0];
+        assert_eq!((t.seq, t.count, t.ts_event), (5, 4, 50));
+        assert!(t.flags.contains(Flags::CONFLATED));
+        assert_eq!(
+            t.body,
+            Body::Trade {
+                price: 110,
+                size: 11,
+                high: 120,
+                low: 90
+            }
+        );
+        let q = out[1];
+        assert_eq!((q.seq, q.count), (6, 2));
+        assert_eq!(q.body, quote(6, 55).body);
+        assert!(q.flags.contains(Flags::CONFLATED));
+    }
+
+    #[test]
+    fn emits_in_sequence_order_and_keeps_flags() {
+        let mut c = Conflator::new();
+        c.absorb(&trade(2, 1, 1));
+        c.absorb(&Tick {
+            flags: Flags::SNAPSHOT,
+            ..quote(1, 7)
+        });
+        let out = drained(&mut c);
+        assert_eq!(out.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2]);
+        assert!(out[0].flags.contains(Flags::SNAPSHOT));
+        assert!(!out[0].flags.contains(Flags::CONFLATED));
+    }
+
+    #[test]
+    fn already_merged_counts_add_up() {
+        let mut c = Conflator::new();
+        c.absorb(&Tick {
+            count: 3,
+            ..trade(1, 10, 4)
+        });
+        c.absorb(&trade(2, 11, 1));
+        assert_eq!(drained(&mut c)[0].count, 4);
+    }
+}

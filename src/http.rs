@@ -1,0 +1,134 @@
+//! The one HTTP port: `/ws` (WebSocket upgrade), `/healthz`, `/symbols`, `/stats`.
+//!
+//! Each writer core serves HTTP/1.1 with hyper on the connections its own listener
+//! accepted; an upgraded WebSocket stays on that core ([`Handle::run_connection`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpStream;
+
+use crate::writer::{Handle, Shared};
+
+/// Longest time a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = Full<Bytes>;
+
+/// Serves one accepted TCP connection.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, core: Handle, shared: Arc<Shared>) {
+    let svc = service_fn(move |req| {
+        let core = core.clone();
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(req, core, shared, peer)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    }
+}
+
+fn route(
+    mut req: Request<Incoming>,
+    core: Handle,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/ws") => upgrade(&mut req, core, peer),
+        (&Method::GET, "/healthz") => json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "symbols": shared.symbols.len()}),
+        ),
+        (&Method::GET, "/symbols") => {
+            let list: Vec<_> = shared
+                .symbols
+                .all()
+                .iter()
+                .enumerate()
+                .map(|(id, s)| json!({"id": id, "name": s.as_str()}))
+                .collect();
+            json_response(StatusCode::OK, &json!(list))
+        }
+        (&Method::GET, "/stats") => json_response(StatusCode::OK, &shared.stats.to_json()),
+        (_, "/ws" | "/healthz" | "/symbols" | "/stats") => text_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET\n",
+        ),
+        _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn upgrade(req: &mut Request<Incoming>, core: Handle, peer: SocketAddr) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
+        );
+    }
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+        Ok(v) => v,
+        Err(e) => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                &format!("bad WebSocket handshake: {e}\n"),
+            )
+        }
+    };
+    tokio::task::spawn_local(async move {
+        let ws = match fut.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let upgraded = ws.into_inner().into_inner();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                core.run_connection(parts.io.into_inner(), parts.read_buf, peer)
+                    .await
+            }
+            Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream"),
+        }
+    });
+    response.map(|_| Full::new(Bytes::new()))
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,297 @@
+//! Client control messages: parsing and the errors they can earn.
+//!
+//! Clients send small JSON text messages (`docs/protocol.md`):
+//! `{"op":"subscribe","symbols":["SYM0"],"format":"json","max_rate":2}`,
+//! `{"op":"unsubscribe","symbols":["SYM0"]}`. Any message may carry an `"id"`, echoed
+//! in the answer. This is the cold path, so it favours clear error messages over speed:
+//! each [`ProtocolError`] becomes an `{"type":"error","message":…}` reply.
+
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+
+use crate::outbox::Format;
+
+/// Which symbols a subscribe or unsubscribe names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// `["*"]`: every symbol, including ones that appear later.
+    All,
+    /// These names, deduplicated, in the order given.
+    Names(Vec<String>),
+}
+
+/// A parsed control message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// Start (or retune) a subscription.
+    Subscribe {
+        /// Symbols to subscribe.
+        symbols: Selection,
+        /// Wire format for the connection; `None` keeps the current one (initially
+        /// binary).
+        format: Option<Format>,
+        /// Most updates per second per symbol; `Some(0.0)` or absent means unlimited.
+        max_rate: Option<f64>,
+        /// Last sequence seen per symbol name, for a client resuming after a reconnect.
+        resume: Vec<(String, u64)>,
+    },
+    /// Stop receiving symbols.
+    Unsubscribe {
+        /// Symbols to drop.
+        symbols: Selection,
+    },
+}
+
+/// What is wrong with a client's message. The `Display` text is sent to the client.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ProtocolError {
+    /// Not valid JSON.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// Valid JSON but not an object.
+    #[error("a control message must be a JSON object")]
+    NotAnObject,
+    /// No `op` field, or not a string.
+    #[error("missing \"op\" (expected \"subscribe\" or \"unsubscribe\")")]
+    MissingOp,
+    /// An `op` this server does not know.
+    #[error("unknown op {0:?} (expected \"subscribe\" or \"unsubscribe\")")]
+    UnknownOp(String),
+    /// A required field is missing.
+    #[error("missing field {0:?}")]
+    MissingField(&'static str),
+    /// A field has the wrong type or value.
+    #[error("invalid {field:?}: {expected}")]
+    InvalidField {
+        /// The field name.
+        field: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// Symbols the server does not know; nothing was subscribed.
+    #[error("unknown symbol{} {}", if .0.len() == 1 { "" } else { "s" }, quoted(.0))]
+    UnknownSymbols(Vec<String>),
+    /// The client sent a binary message on a connection that only takes text.
+    #[error("binary messages are not accepted here: send JSON text control messages")]
+    BinaryMessage,
+    /// More symbols in one connection than allowed.
+    #[error("too many subscriptions: at most {0} symbols per connection")]
+    TooManySymbols(usize),
+}
+
+fn quoted(names: &[String]) -> String {
+    let shown: Vec<String> = names.iter().take(10).map(|n| format!("{n:?}")).collect();
+    let more = names.len().saturating_sub(10);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Parses one text message. Returns the client's `id` (if any) alongside the result,
+/// so that an error can still be correlated.
+pub fn parse(text: &[u8]) -> (Option<Value>, Result<ClientMessage, ProtocolError>) {
+    let value: Value = match serde_json::from_slice(text) {
+        Ok(v) => v,
+        Err(e) => return (None, Err(ProtocolError::InvalidJson(e.to_string()))),
+    };
+    let Value::Object(obj) = value else {
+        return (None, Err(ProtocolError::NotAnObject));
+    };
+    let id = obj.get("id").cloned();
+    (id, parse_object(&obj))
+}
+
+fn parse_object(obj: &Map<String, Value>) -> Result<ClientMessage, ProtocolError> {
+    let op = obj
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or(ProtocolError::MissingOp)?;
+    match op {
+        "subscribe" => {
+            let format = match obj.get("format") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s == "binary" => Some(Format::Binary),
+                Some(Value::String(s)) if s == "json" => Some(Format::Json),
+                Some(_) => {
+                    return Err(ProtocolError::InvalidField {
+                        field: "format",
+                        expected: "\"binary\" or \"json\"",
+                    })
+                }
+            };
+            let max_rate = match obj.get("max_rate") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_f64() {
+                    Some(r) if r.is_finite() && r >= 0.0 => Some(r),
+                    _ => {
+                        return Err(ProtocolError::InvalidField {
+                            field: "max_rate",
+                            expected: "a number of updates per second, 0 for unlimited",
+                        })
+                    }
+                },
+            };
+            let resume = match obj.get("resume") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| {
+                        v.as_u64()
+                            .map(|s| (k.clone(), s))
+                            .ok_or(ProtocolError::InvalidField {
+                                field: "resume",
+                                expected: "an object of symbol name to last sequence seen",
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(ProtocolError::InvalidField {
+                        field: "resume",
+                        expected: "an object of symbol name to last sequence seen",
+                    })
+                }
+            };
+            Ok(ClientMessage::Subscribe {
+                symbols: selection(obj)?,
+                format,
+                max_rate,
+                resume,
+            })
+        }
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe {
+            symbols: selection(obj)?,
+        }),
+        other => Err(ProtocolError::UnknownOp(other.chars().take(64).collect())),
+    }
+}
+
+fn selection(obj: &Map<String, Value>) -> Result<Selection, ProtocolError> {
+    const EXPECTED: &str = "a non-empty list of symbol names, or [\"*\"] for all";
+    let list = match obj.get("symbols") {
+        None => return Err(ProtocolError::MissingField("symbols")),
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(_) => {
+            return Err(ProtocolError::InvalidField {
+                field: "symbols",
+                expected: EXPECTED,
+            })
+        }
+    };
+    let mut names: Vec<String> = Vec::with_capacity(list.len());
+    for v in list {
+        let Some(s) = v.as_str() else {
+            return Err(ProtocolError::InvalidField {
+                field: "symbols",
+                expected: EXPECTED,
+            });
+        };
+        if s == "*" {
+            return Ok(Selection::All);
+        }
+        if !names.iter().any(|n| n == s) {
+            names.push(s.to_string());
+        }
+    }
+    Ok(Selection::Names(names))
+}
+
+/// The `{"type":"error",…}` reply for `err`.
+pub fn error_message(err: &ProtocolError, id: Option<&Value>) -> Vec<u8> {
+    let mut v = json!({"type": "error", "message": err.to_string()});
+    if let ProtocolError::UnknownSymbols(names) = err {
+        v["symbols"] = json!(names);
+    }
+    with_id(v, id)
+}
+
+/// Adds the client's `id` to a reply and serializes it.
+pub fn with_id(mut v: Value, id: Option<&Value>) -> Vec<u8> {
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text.as_bytes()).1.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_subscribe_and_unsubscribe() {
+        let (id, m) = parse(
+            br#"{"op":"subscribe","symbols":["A","B","A"],"format":"json","max_rate":2,"id":7}"#,
+        );
+        assert_eq!(id, Some(json!(7)));
+        assert_eq!(
+            m.unwrap(),
+            ClientMessage::Subscribe {
+                symbols: Selection::Names(vec!["A".into(), "B".into()]),
+                format: Some(Format::Json),
+                max_rate: Some(2.0),
+                resume: vec![],
+            }
+        );
+        assert_eq!(
+            parse(br#"{"op":"subscribe","symbols":["*"]}"#).1.unwrap(),
+            ClientMessage::Subscribe {
+                symbols: Selection::All,
+                format: None,
+                max_rate: None,
+                resume: vec![],
+            }
+        );
+        assert_eq!(
+            parse(br#"{"op":"unsubscribe","symbols":["A"]}"#).1.unwrap(),
+            ClientMessage::Unsubscribe {
+                symbols: Selection::Names(vec!["A".into()])
+            }
+        );
+        match parse(br#"{"op":"subscribe","symbols":["A"],"resume":{"A":41}}"#).1 {
+            Ok(ClientMessage::Subscribe { resume, .. }) => {
+                assert_eq!(resume, vec![("A".into(), 41)])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("{", "invalid JSON"),
+            ("[1]", "must be a JSON object"),
+            (r#"{"symbols":["A"]}"#, "missing \"op\""),
+            (r#"{"op":"frobnicate"}"#, "unknown op \"frobnicate\""),
+            (r#"{"op":"subscribe"}"#, "missing field \"symbols\""),
+            (r#"{"op":"subscribe","symbols":[]}"#, "invalid \"symbols\""),
+            (r#"{"op":"subscribe","symbols":[1]}"#, "invalid \"symbols\""),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"format":"xml"}"#,
+                "invalid \"format\"",
+            ),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"max_rate":-1}"#,
+                "invalid \"max_rate\"",
+            ),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"resume":{"A":"x"}}"#,
+                "invalid \"resume\"",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = err(input);
+            assert!(got.contains(want), "{input}: {got}");
+        }
+        let e = ProtocolError::UnknownSymbols(vec!["FOO".into()]);
+        let v: Value = serde_json::from_slice(&error_message(&e, Some(&json!("x")))).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["message"], "unknown symbol \"FOO\"");
+        assert_eq!(v["symbols"], json!(["FOO"]));
+        assert_eq!(v["id"], "x");
+    }
+}

@@ -1,0 +1,210 @@
+//! `Server`: builds the data path from a [`Config`] and runs it on threads.
+//!
+//! Threads: one per feed, one sequencer, one per writer core. [`Server::start`]
+//! returns once every listener is bound, so a caller (a test, `main`) can connect at
+//! once; [`ServerHandle::shutdown`] closes every client with code 1001 and joins.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+use crate::feed::{self, FeedContext, FeedStatus, FeedTick};
+use crate::lvc::LastValueCache;
+use crate::ring::Ring;
+use crate::sequencer::{Sequencer, SequencerStats};
+use crate::stats::Stats;
+use crate::symbol::SymbolTable;
+use crate::writer::{self, Shared};
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Entry point: see [`Server::start`].
+#[derive(Debug)]
+pub struct Server;
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    feeds_stop: Arc<AtomicBool>,
+    cores: Vec<writer::CoreHandle>,
+    others: Vec<JoinHandle<()>>,
+    feed_tx: crossbeam_channel::Sender<FeedTick>,
+}
+
+impl Server {
+    /// Binds the listeners and starts every thread.
+    pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
+        config.validate()?;
+        let workers = config.worker_count();
+        let listeners = bind(config.listen, workers)?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+
+        let seq_stats = Arc::new(SequencerStats::default());
+        let stats = Arc::new(Stats::new(workers, seq_stats.clone()));
+        let symbols = Arc::new(SymbolTable::new(config.max_symbols));
+        let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
+        let (publisher, ring) = Ring::new(config.ring_capacity);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            symbols: symbols.clone(),
+            lvc,
+            ring,
+            stats: stats.clone(),
+        });
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let cpus = if config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut cores = Vec::with_capacity(workers);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+            cores.push(
+                writer::spawn(id, shared.clone(), listener, cpu, shutdown_rx.clone())
+                    .map_err(ServerError::Spawn)?,
+            );
+        }
+
+        let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
+        let parkers = cores.iter().map(|c| c.parker.clone()).collect();
+        let sequencer = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
+        let mut others = vec![std::thread::Builder::new()
+            .name("sequencer".into())
+            .spawn(move || sequencer.run(rx, parkers))
+            .map_err(ServerError::Spawn)?];
+
+        let feeds_stop = Arc::new(AtomicBool::new(false));
+        for spec in &config.feeds {
+            let status = Arc::new(FeedStatus::new(feed::name(spec)));
+            stats
+                .feeds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(status.clone());
+            let ctx = FeedContext {
+                tx: tx.clone(),
+                symbols: symbols.clone(),
+                shutdown: feeds_stop.clone(),
+                status,
+            };
+            others.push(feed::spawn(spec, ctx).map_err(ServerError::Spawn)?);
+        }
+        tracing::info!(%addr, workers, feeds = config.feeds.len(), "tickcast serving");
+        Ok(ServerHandle {
+            addr,
+            shared,
+            shutdown_tx,
+            feeds_stop,
+            cores,
+            others,
+            feed_tx: tx,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.shared.stats
+    }
+
+    /// The symbol table.
+    pub fn symbols(&self) -> &Arc<SymbolTable> {
+        &self.shared.symbols
+    }
+
+    /// The last-value cache.
+    pub fn lvc(&self) -> &Arc<crate::lvc::LastValueCache> {
+        &self.shared.lvc
+    }
+
+    /// A sender into the sequencer, for in-process publishers and tests.
+    pub fn feed_sender(&self) -> crossbeam_channel::Sender<FeedTick> {
+        self.feed_tx.clone()
+    }
+
+    /// Stops feeds, closes every client with 1001 "server shutting down", and joins
+    /// every thread.
+    pub fn shutdown(self) {
+        self.feeds_stop.store(true, Ordering::Relaxed);
+        let _ = self.shutdown_tx.send(true);
+        for c in &self.cores {
+            c.parker.wake(true);
+        }
+        for c in self.cores {
+            let _ = c.thread.join();
+        }
+        drop(self.feed_tx);
+        for t in self.others {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One `SO_REUSEPORT` listener per core on the same address, so the kernel spreads
+/// connections over cores.
+fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut actual = addr;
+    for _ in 0..n {
+        let err = |source| ServerError::Bind {
+            addr: actual,
+            source,
+        };
+        let s = Socket::new(
+            Domain::for_address(actual),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .map_err(err)?;
+        s.set_reuse_address(true).map_err(err)?;
+        s.set_reuse_port(true).map_err(err)?;
+        s.set_nonblocking(true).map_err(err)?;
+        s.bind(&actual.into()).map_err(err)?;
+        s.listen(1024).map_err(err)?;
+        let l: std::net::TcpListener = s.into();
+        if out.is_empty() {
+            actual = l.local_addr().map_err(err)?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}

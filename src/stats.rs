@@ -1,0 +1,237 @@
+//! `Stats`: the server's counters, shared by every thread and read by `/stats`.
+//!
+//! Counters are relaxed atomics written by the thread that owns the event (a writer
+//! core, the sequencer, a feed) and read by whoever reports them; a report is a set of
+//! individually exact values, not one atomic snapshot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::feed::FeedStatus;
+use crate::sequencer::SequencerStats;
+
+/// Counters of one writer core.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    /// Open WebSocket connections.
+    pub connections: AtomicU64,
+    /// Connections ever accepted (upgraded).
+    pub connections_total: AtomicU64,
+    /// Live subscriptions (connection × symbol).
+    pub subscriptions: AtomicU64,
+    /// Ticks read from the ring.
+    pub ticks_in: AtomicU64,
+    /// Records appended to connections (ticks × subscribers, snapshots included).
+    pub records_out: AtomicU64,
+    /// WebSocket frames completed.
+    pub frames_out: AtomicU64,
+    /// Bytes written to sockets.
+    pub bytes_out: AtomicU64,
+    /// Write system calls made.
+    pub writes: AtomicU64,
+    /// Times the core was lapped by the ring's producer.
+    pub laps: AtomicU64,
+    /// Ring positions skipped because of laps.
+    pub lap_skipped: AtomicU64,
+    /// Updates merged instead of sent (by conflation or `max_rate`).
+    pub conflated_updates: AtomicU64,
+    /// Times a connection entered conflation.
+    pub conflation_entries: AtomicU64,
+    /// Connections closed as slow consumers.
+    pub evictions: AtomicU64,
+    /// Bytes queued in outboxes (gauge).
+    pub buffered_bytes: AtomicU64,
+    /// Ring positions published but not yet read by this core (gauge).
+    pub ring_lag: AtomicU64,
+    /// Client control messages that earned an error reply.
+    pub protocol_errors: AtomicU64,
+}
+
+/// Counters of one connection, kept for `/stats` while it is open.
+#[derive(Debug)]
+pub struct ConnStats {
+    /// Server-wide connection id.
+    pub id: u64,
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Writer core owning it.
+    pub core: usize,
+    /// Subscribed symbols (gauge).
+    pub subscriptions: AtomicU64,
+    /// Records appended.
+    pub records_out: AtomicU64,
+    /// Bytes written.
+    pub bytes_out: AtomicU64,
+    /// Bytes queued (gauge).
+    pub buffered_bytes: AtomicU64,
+    /// Highest `buffered_bytes` ever seen.
+    pub max_buffered_bytes: AtomicU64,
+    /// Updates merged instead of sent.
+    pub conflated_updates: AtomicU64,
+    /// Times it entered conflation.
+    pub conflation_entries: AtomicU64,
+    /// 1 while conflating (gauge).
+    pub conflating: AtomicU64,
+}
+
+impl ConnStats {
+    /// Fresh counters.
+    pub fn new(id: u64, peer: SocketAddr, core: usize) -> ConnStats {
+        ConnStats {
+            id,
+            peer,
+            core,
+            subscriptions: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            buffered_bytes: AtomicU64::new(0),
+            max_buffered_bytes: AtomicU64::new(0),
+            conflated_updates: AtomicU64::new(0),
+            conflation_entries: AtomicU64::new(0),
+            conflating: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the buffered-bytes gauge and its high-water record.
+    pub fn set_buffered(&self, bytes: usize) {
+        self.buffered_bytes.store(bytes as u64, Relaxed);
+        self.max_buffered_bytes.fetch_max(bytes as u64, Relaxed);
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "peer": self.peer.to_string(),
+            "core": self.core,
+            "subscriptions": self.subscriptions.load(Relaxed),
+            "records_out": self.records_out.load(Relaxed),
+            "bytes_out": self.bytes_out.load(Relaxed),
+            "buffered_bytes": self.buffered_bytes.load(Relaxed),
+            "max_buffered_bytes": self.max_buffered_bytes.load(Relaxed),
+            "conflated_updates": self.conflated_updates.load(Relaxed),
+            "conflation_entries": self.conflation_entries.load(Relaxed),
+            "conflating": self.conflating.load(Relaxed) == 1,
+        })
+    }
+}
+
+/// Every counter of the server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// One entry per writer core.
+    pub cores: Vec<CoreStats>,
+    /// The sequencer's counters.
+    pub sequencer: Arc<SequencerStats>,
+    /// Each feed's status.
+    pub feeds: Mutex<Vec<Arc<FeedStatus>>>,
+    /// Open connections by id (cold path: insert on open, remove on close).
+    pub conns: Mutex<BTreeMap<u64, Arc<ConnStats>>>,
+    /// Next connection id.
+    pub next_conn_id: AtomicU64,
+}
+
+impl Stats {
+    /// Counters for `cores` writer cores.
+    pub fn new(cores: usize, sequencer: Arc<SequencerStats>) -> Stats {
+        Stats {
+            cores: (0..cores).map(|_| CoreStats::default()).collect(),
+            sequencer,
+            ..Stats::default()
+        }
+    }
+
+    /// Sum of one core counter over all cores.
+    pub fn total(&self, f: impl Fn(&CoreStats) -> &AtomicU64) -> u64 {
+        self.cores.iter().map(|c| f(c).load(Relaxed)).sum()
+    }
+
+    /// The `/stats` document.
+    pub fn to_json(&self) -> Value {
+        let core = |c: &CoreStats| {
+            json!({
+                "connections": c.connections.load(Relaxed),
+                "connections_total": c.connections_total.load(Relaxed),
+                "subscriptions": c.subscriptions.load(Relaxed),
+                "ticks_in": c.ticks_in.load(Relaxed),
+                "records_out": c.records_out.load(Relaxed),
+                "frames_out": c.frames_out.load(Relaxed),
+                "bytes_out": c.bytes_out.load(Relaxed),
+                "writes": c.writes.load(Relaxed),
+                "laps": c.laps.load(Relaxed),
+                "lap_skipped": c.lap_skipped.load(Relaxed),
+                "conflated_updates": c.conflated_updates.load(Relaxed),
+                "conflation_entries": c.conflation_entries.load(Relaxed),
+                "evictions": c.evictions.load(Relaxed),
+                "buffered_bytes": c.buffered_bytes.load(Relaxed),
+                "ring_lag": c.ring_lag.load(Relaxed),
+                "protocol_errors": c.protocol_errors.load(Relaxed),
+            })
+        };
+        let feeds: Vec<Value> = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "connected": f.connected.load(Relaxed) == 1,
+                    "messages": f.messages.load(Relaxed),
+                    "ticks": f.ticks.load(Relaxed),
+                    "parse_errors": f.parse_errors.load(Relaxed),
+                    "gaps": f.gaps.load(Relaxed),
+                    "reconnects": f.reconnects.load(Relaxed),
+                    "last_message_ns": f.last_message_ns.load(Relaxed),
+                })
+            })
+            .collect();
+        let conns: Vec<Value> = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.to_json())
+            .collect();
+        json!({
+            "sequencer": {
+                "ticks": self.sequencer.ticks.load(Relaxed),
+                "rejected": self.sequencer.rejected.load(Relaxed),
+                "batches": self.sequencer.batches.load(Relaxed),
+            },
+            "totals": core(&self.totals()),
+            "cores": self.cores.iter().map(core).collect::<Vec<_>>(),
+            "feeds": feeds,
+            "connections": conns,
+        })
+    }
+
+    fn totals(&self) -> CoreStats {
+        let t = CoreStats::default();
+        let pairs: [(&AtomicU64, fn(&CoreStats) -> &AtomicU64); 16] = [
+            (&t.connections, |c| &c.connections),
+            (&t.connections_total, |c| &c.connections_total),
+            (&t.subscriptions, |c| &c.subscriptions),
+            (&t.ticks_in, |c| &c.ticks_in),
+            (&t.records_out, |c| &c.records_out),
+            (&t.frames_out, |c| &c.frames_out),
+            (&t.bytes_out, |c| &c.bytes_out),
+            (&t.writes, |c| &c.writes),
+            (&t.laps, |c| &c.laps),
+            (&t.lap_skipped, |c| &c.lap_skipped),
+            (&t.conflated_updates, |c| &c.conflated_updates),
+            (&t.conflation_entries, |c| &c.conflation_entries),
+            (&t.evictions, |c| &c.evictions),
+            (&t.buffered_bytes, |c| &c.buffered_bytes),
+            (&t.ring_lag, |c| &c.ring_lag),
+            (&t.protocol_errors, |c| &c.protocol_errors),
+        ];
+        for (dst, f) in pairs {
+            dst.store(self.total(f), Relaxed);
+        }
+        t
+    }
+}

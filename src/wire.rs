@@ -1,0 +1,410 @@
+//! The wire encodings of ticks: binary records (rkyv), JSON objects, and the WebSocket
+//! frame header the writer cores put in front of pre-encoded payloads.
+//!
+//! A binary message is a [`MessageHeader`] (16 bytes) followed by `record_count`
+//! [`WireRecord`]s (72 bytes each), all little-endian, 8-byte aligned fields. Both are
+//! rkyv archives, so a Rust client reads them in place with `rkyv::access`; the byte
+//! layout is spelled out in `docs/protocol.md` for everyone else.
+
+use rkyv::rancor::Failure;
+use rkyv::ser::allocator::SubAllocator;
+use rkyv::ser::writer::Buffer;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::fixed;
+use crate::tick::{Body, Flags, Kind, Tick};
+
+/// Protocol version in every binary message header.
+pub const VERSION: u16 = 1;
+/// Size of one binary record in bytes.
+pub const RECORD_SIZE: usize = 72;
+/// Size of the binary message header in bytes.
+pub const HEADER_SIZE: usize = 16;
+
+/// One tick on the wire. Field order is the byte layout (`repr(C)` in its archived
+/// form, no padding): see `docs/protocol.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, Serialize, Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct WireRecord {
+    /// 1 = trade, 2 = quote.
+    pub kind: u8,
+    /// Bit 0 snapshot, bit 1 conflated, bit 2 replay.
+    pub flags: u8,
+    /// Zero.
+    pub reserved: u16,
+    /// Symbol id, as in the `symbols` map.
+    pub symbol_id: u32,
+    /// Per-symbol sequence number.
+    pub seq: u64,
+    /// Event time at the source, ns since the Unix epoch.
+    pub ts_event: u64,
+    /// Ingest time, ns since the Unix epoch.
+    pub ts_recv: u64,
+    /// Updates this record stands for (1 unless conflated).
+    pub count: u32,
+    /// Zero.
+    pub reserved2: u32,
+    /// Trade: price, size, high, low. Quote: bid_px, bid_sz, ask_px, ask_sz. Fixed
+    /// point, units of 10⁻⁸.
+    pub values: [i64; 4],
+}
+
+/// The start of every binary message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, Serialize, Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct MessageHeader {
+    /// [`VERSION`].
+    pub version: u16,
+    /// [`RECORD_SIZE`], so that a reader can skip fields added later.
+    pub record_size: u16,
+    /// Number of records after the header.
+    pub record_count: u32,
+    /// When the server wrote this message, ns since the Unix epoch.
+    pub ts_out: u64,
+}
+
+impl From<&Tick> for WireRecord {
+    fn from(t: &Tick) -> Self {
+        WireRecord {
+            kind: t.body.kind() as u8,
+            flags: t.flags.0,
+            reserved: 0,
+            symbol_id: t.symbol_id,
+            seq: t.seq,
+            ts_event: t.ts_event,
+            ts_recv: t.ts_recv,
+            count: t.count,
+            reserved2: 0,
+            values: t.body.values(),
+        }
+    }
+}
+
+impl WireRecord {
+    /// The tick back, or `None` for an unknown kind byte.
+    pub fn to_tick(&self) -> Option<Tick> {
+        Some(Tick {
+            symbol_id: self.symbol_id,
+            seq: self.seq,
+            ts_event: self.ts_event,
+            ts_recv: self.ts_recv,
+            flags: Flags(self.flags),
+            count: self.count,
+            body: Body::from_values(Kind::from_u8(self.kind)?, self.values),
+        })
+    }
+}
+
+impl ArchivedWireRecord {
+    /// The tick, read in place, or `None` for an unknown kind byte.
+    pub fn to_tick(&self) -> Option<Tick> {
+        Some(Tick {
+            symbol_id: self.symbol_id.to_native(),
+            seq: self.seq.to_native(),
+            ts_event: self.ts_event.to_native(),
+            ts_recv: self.ts_recv.to_native(),
+            flags: Flags(self.flags),
+            count: self.count.to_native(),
+            body: Body::from_values(
+                Kind::from_u8(self.kind)?,
+                [
+                    self.values[0].to_native(),
+                    self.values[1].to_native(),
+                    self.values[2].to_native(),
+                    self.values[3].to_native(),
+                ],
+            ),
+        })
+    }
+}
+
+/// Encodes one record with rkyv into a fixed buffer: no allocation.
+pub fn encode_record(tick: &Tick, out: &mut [u8; RECORD_SIZE]) {
+    let rec = WireRecord::from(tick);
+    let written = rkyv::api::low::to_bytes_in_with_alloc::<_, _, Failure>(
+        &rec,
+        Buffer::from(&mut out[..]),
+        SubAllocator::empty(),
+    )
+    .map(|buf| buf.len());
+    debug_assert_eq!(written.ok(), Some(RECORD_SIZE));
+}
+
+/// Encodes a message header.
+pub fn encode_header(record_count: u32, ts_out: u64, out: &mut [u8; HEADER_SIZE]) {
+    let h = MessageHeader {
+        version: VERSION,
+        record_size: RECORD_SIZE as u16,
+        record_count,
+        ts_out,
+    };
+    let written = rkyv::api::low::to_bytes_in_with_alloc::<_, _, Failure>(
+        &h,
+        Buffer::from(&mut out[..]),
+        SubAllocator::empty(),
+    )
+    .map(|buf| buf.len());
+    debug_assert_eq!(written.ok(), Some(HEADER_SIZE));
+}
+
+/// Why a binary message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than a header, or the length disagrees with the record count.
+    #[error("message length {len} does not fit {count} records")]
+    Length {
+        /// Bytes in the message.
+        len: usize,
+        /// Records the header announced.
+        count: u32,
+    },
+    /// A header this decoder does not understand.
+    #[error("unsupported version {0} or record size")]
+    Version(u16),
+    /// rkyv rejected the bytes (bad alignment or invalid values).
+    #[error("invalid record: {0}")]
+    Invalid(String),
+}
+
+/// Decodes a whole binary message into its header and ticks (copying). Rust clients
+/// that want zero copy use [`records`].
+pub fn decode_message(bytes: &[u8]) -> Result<(MessageHeader, Vec<Tick>), DecodeError> {
+    let (header, recs) = records(bytes)?;
+    let mut out = Vec::with_capacity(recs.len());
+    for r in recs {
+        out.push(
+            r.to_tick()
+                .ok_or_else(|| DecodeError::Invalid(format!("unknown kind {}", r.kind)))?,
+        );
+    }
+    Ok((header, out))
+}
+
+/// Validates a binary message and returns its header and archived records, borrowed
+/// from `bytes` (zero copy). `bytes` must be 8-byte aligned; copy into an
+/// `rkyv::util::AlignedVec` first when it may not be.
+pub fn records(bytes: &[u8]) -> Result<(MessageHeader, Vec<&ArchivedWireRecord>), DecodeError> {
+    if bytes.len() < HEADER_SIZE {
+        return Err(DecodeError::Length {
+            len: bytes.len(),
+            count: 0,
+        });
+    }
+    let h = rkyv::access::<ArchivedMessageHeader, Failure>(&bytes[..HEADER_SIZE])
+        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    let header = MessageHeader {
+        version: h.version.to_native(),
+        record_size: h.record_size.to_native(),
+        record_count: h.record_count.to_native(),
+        ts_out: h.ts_out.to_native(),
+    };
+    if header.version != VERSION || usize::from(header.record_size) != RECORD_SIZE {
+        return Err(DecodeError::Version(header.version));
+    }
+    let body = &bytes[HEADER_SIZE..];
+    if body.len() != header.record_count as usize * RECORD_SIZE {
+        return Err(DecodeError::Length {
+            len: bytes.len(),
+            count: header.record_count,
+        });
+    }
+    let mut out = Vec::with_capacity(header.record_count as usize);
+    for chunk in body.chunks_exact(RECORD_SIZE) {
+        out.push(
+            rkyv::access::<ArchivedWireRecord, Failure>(chunk)
+                .map_err(|e| DecodeError::Invalid(e.to_string()))?,
+        );
+    }
+    Ok((header, out))
+}
+
+/// Appends the JSON form of `tick` (an object with `"type":"tick"`) to `out`.
+pub fn write_json_tick(tick: &Tick, symbol: &str, out: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"type\":\"tick\",\"symbol\":\"");
+    // Symbol names are restricted to characters that need no escaping.
+    out.extend_from_slice(symbol.as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    out.extend_from_slice(n.format(tick.seq).as_bytes());
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(tick.body.kind().name().as_bytes());
+    out.extend_from_slice(b"\",\"ts_event\":");
+    out.extend_from_slice(n.format(tick.ts_event).as_bytes());
+    out.extend_from_slice(b",\"ts_recv\":");
+    out.extend_from_slice(n.format(tick.ts_recv).as_bytes());
+    out.extend_from_slice(b",\"flags\":[");
+    let mut first = true;
+    for (flag, name) in Flags::NAMES {
+        if tick.flags.contains(flag) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b"],\"count\":");
+    out.extend_from_slice(n.format(tick.count).as_bytes());
+    let names: [&[u8]; 4] = match tick.body.kind() {
+        Kind::Trade => [b"price", b"size", b"high", b"low"],
+        Kind::Quote => [b"bid_px", b"bid_sz", b"ask_px", b"ask_sz"],
+    };
+    for (name, value) in names.iter().zip(tick.body.values()) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\":\"");
+        fixed::write(value, out);
+        out.push(b'"');
+    }
+    out.push(b'}');
+}
+
+/// WebSocket opcode of a text frame.
+pub const OP_TEXT: u8 = 0x1;
+/// WebSocket opcode of a binary frame.
+pub const OP_BINARY: u8 = 0x2;
+/// WebSocket opcode of a close frame.
+pub const OP_CLOSE: u8 = 0x8;
+/// WebSocket opcode of a ping frame.
+pub const OP_PING: u8 = 0x9;
+/// WebSocket opcode of a pong frame.
+pub const OP_PONG: u8 = 0xA;
+
+/// Appends an unmasked, final server frame header for a payload of `len` bytes, with
+/// the length in its shortest form (RFC 6455 §5.2 requires the minimal encoding).
+pub fn write_frame_header(opcode: u8, len: usize, out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Tick {
+        Tick {
+            symbol_id: 7,
+            seq: 42,
+            ts_event: 1_700_000_000_000_000_001,
+            ts_recv: 1_700_000_000_000_000_999,
+            flags: Flags::SNAPSHOT.with(Flags::CONFLATED),
+            count: 3,
+            body: Body::Trade {
+                price: 6_423_157_000_000,
+                size: 150_000_000,
+                high: 6_423_200_000_000,
+                low: 6_423_000_000_000,
+            },
+        }
+    }
+
+    #[test]
+    fn record_layout_is_the_documented_one() {
+        let t = sample();
+        let mut out = [0u8; RECORD_SIZE];
+        encode_record(&t, &mut out);
+        assert_eq!(out[0], 1, "kind");
+        assert_eq!(out[1], 3, "flags");
+        assert_eq!(&out[2..4], &[0, 0]);
+        assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), 7);
+        assert_eq!(u64::from_le_bytes(out[8..16].try_into().unwrap()), 42);
+        assert_eq!(
+            u64::from_le_bytes(out[16..24].try_into().unwrap()),
+            t.ts_event
+        );
+        assert_eq!(
+            u64::from_le_bytes(out[24..32].try_into().unwrap()),
+            t.ts_recv
+        );
+        assert_eq!(u32::from_le_bytes(out[32..36].try_into().unwrap()), 3);
+        assert_eq!(
+            i64::from_le_bytes(out[40..48].try_into().unwrap()),
+            6_423_157_000_000
+        );
+        assert_eq!(
+            i64::from_le_bytes(out[64..72].try_into().unwrap()),
+            6_423_000_000_000
+        );
+        assert_eq!(std::mem::size_of::<ArchivedWireRecord>(), RECORD_SIZE);
+        assert_eq!(std::mem::size_of::<ArchivedMessageHeader>(), HEADER_SIZE);
+    }
+
+    #[test]
+    fn message_round_trips_zero_copy() {
+        let t = sample();
+        let mut msg = rkyv::util::AlignedVec::<8>::new();
+        let mut h = [0u8; HEADER_SIZE];
+        encode_header(2, 99, &mut h);
+        msg.extend_from_slice(&h);
+        let mut r = [0u8; RECORD_SIZE];
+        encode_record(&t, &mut r);
+        msg.extend_from_slice(&r);
+        encode_record(&Tick { seq: 43, ..t }, &mut r);
+        msg.extend_from_slice(&r);
+        let (header, recs) = records(&msg).unwrap();
+        assert_eq!((header.record_count, header.ts_out), (2, 99));
+        assert_eq!(recs[0].to_tick(), Some(t));
+        assert_eq!(recs[1].seq.to_native(), 43);
+        assert!(matches!(
+            decode_message(&msg[..msg.len() - 1]),
+            Err(DecodeError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn json_tick_has_the_fixed_field_names() {
+        let mut out = Vec::new();
+        write_json_tick(&sample(), "BTC-USD", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "tick");
+        assert_eq!(v["symbol"], "BTC-USD");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["kind"], "trade");
+        assert_eq!(v["ts_event"], 1_700_000_000_000_000_001u64);
+        assert_eq!(v["flags"], serde_json::json!(["snapshot", "conflated"]));
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["price"], "64231.57");
+        assert_eq!(v["size"], "1.5");
+        let q = Tick {
+            flags: Flags::empty(),
+            body: Body::Quote {
+                bid_px: 100,
+                bid_sz: 1,
+                ask_px: 200,
+                ask_sz: 2,
+            },
+            ..sample()
+        };
+        out.clear();
+        write_json_tick(&q, "X", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["flags"], serde_json::json!([]));
+        assert_eq!(v["bid_px"], "0.000001");
+        assert_eq!(v["ask_sz"], "0.00000002");
+    }
+
+    #[test]
+    fn frame_headers_use_minimal_length() {
+        for (len, want) in [
+            (0usize, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65535, vec![0x82, 126, 255, 255]),
+            (65536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let mut out = Vec::new();
+            write_frame_header(OP_BINARY, len, &mut out);
+            assert_eq!(out, want, "len {len}");
+        }
+    }
+}
