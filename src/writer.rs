@@ -135,6 +135,9 @@ struct Core {
     dirty: Vec<usize>,
     names: Vec<Symbol>,
     json: Vec<u8>,
+    /// Highest sequence this core has read from the ring, per symbol id: what a
+    /// resume must replay up to.
+    seen_seq: Vec<u64>,
 }
 
 impl Core {
@@ -178,6 +181,7 @@ impl Core {
         if sym >= self.by_symbol.len() {
             self.grow_symbols(sym + 1, now);
         }
+        self.seen_seq[sym] = self.seen_seq[sym].max(t.seq);
         if self.by_symbol[sym].is_empty() {
             return;
         }
@@ -258,6 +262,7 @@ impl Core {
     fn grow_symbols(&mut self, len: usize, now: u64) {
         let from = self.by_symbol.len();
         self.by_symbol.resize_with(len, Vec::new);
+        self.seen_seq.resize(len, 0);
         let wild: Vec<usize> = self
             .conns
             .iter()
@@ -291,6 +296,7 @@ impl Core {
                 continue;
             }
             let latest = self.shared.lvc.latest(sym as u32);
+            self.seen_seq[sym] = self.seen_seq[sym].max(latest.seq());
             for t in latest.in_seq_order() {
                 let snap = Tick {
                     flags: t.flags.with(Flags::SNAPSHOT),
@@ -565,6 +571,7 @@ impl Core {
         for &id in ids {
             if id as usize >= self.by_symbol.len() {
                 self.by_symbol.resize_with(id as usize + 1, Vec::new);
+                self.seen_seq.resize(id as usize + 1, 0);
             }
             if let Some(&sk) = self.conns[key].subs.get(&id) {
                 let sub = &mut self.subs[sk];
@@ -659,7 +666,7 @@ impl Core {
                 symbols,
                 format,
                 max_rate,
-                resume: _,
+                resume,
             } => {
                 let ids = self.resolve(&symbols)?;
                 let interval_ns = match max_rate {
@@ -694,15 +701,38 @@ impl Core {
                     let map = self.symbols_message(&added);
                     self.push_control(key, &map, now);
                 }
+                let resume: HashMap<u32, u64> = resume
+                    .iter()
+                    .filter_map(|(name, seq)| Some((self.shared.symbols.id_of(name)?, *seq)))
+                    .filter(|(id, _)| added.contains(id))
+                    .collect();
+                let replays = self.replay_from_ring(&resume);
                 for sym in added {
-                    let latest = self.shared.lvc.latest(sym);
                     let sk = self.conns[key].subs[&sym];
-                    for t in latest.in_seq_order() {
-                        let snap = Tick {
-                            flags: t.flags.with(Flags::SNAPSHOT),
-                            ..t
-                        };
-                        self.deliver_one(sk, &snap, now);
+                    match (resume.get(&sym), replays.get(&sym)) {
+                        (Some(&from), Some(Some(ticks))) => {
+                            // Everything after `from` up to what this core has read is
+                            // still in the ring: replay it; live ticks follow.
+                            self.subs[sk].last_seq = from;
+                            for t in ticks {
+                                let replay = Tick {
+                                    flags: t.flags.with(Flags::REPLAY),
+                                    ..*t
+                                };
+                                self.deliver_one(sk, &replay, now);
+                            }
+                        }
+                        _ => {
+                            // No resume point, or the ring no longer holds the gap.
+                            let latest = self.shared.lvc.latest(sym);
+                            for t in latest.in_seq_order() {
+                                let snap = Tick {
+                                    flags: t.flags.with(Flags::SNAPSHOT),
+                                    ..t
+                                };
+                                self.deliver_one(sk, &snap, now);
+                            }
+                        }
                     }
                 }
                 Ok(())
@@ -729,6 +759,51 @@ impl Core {
         }
     }
 
+    /// For each `(symbol, last seq the client saw)`, the ticks it missed up to what
+    /// this core has read, from the ring: `Some(ticks)` (possibly empty) when the ring
+    /// still holds every one of them, `None` when some were overwritten. One backward
+    /// scan over the ring serves every symbol.
+    fn replay_from_ring(&self, resume: &HashMap<u32, u64>) -> HashMap<u32, Option<Vec<Tick>>> {
+        let mut out: HashMap<u32, Option<Vec<Tick>>> = HashMap::new();
+        // Symbols with something to replay, and the seq the scan must reach down to.
+        let mut open: HashMap<u32, (u64, u64)> = HashMap::new();
+        for (&sym, &from) in resume {
+            let seen = self.seen_seq.get(sym as usize).copied().unwrap_or(0);
+            if seen <= from {
+                out.insert(sym, Some(Vec::new()));
+            } else {
+                open.insert(sym, (from, seen));
+                out.insert(sym, None);
+            }
+        }
+        if open.is_empty() {
+            return out;
+        }
+        let ring = &self.shared.ring;
+        let end = self.reader.position();
+        let start = end.saturating_sub(ring.capacity());
+        let mut found: HashMap<u32, Vec<Tick>> = HashMap::new();
+        let mut pos = end;
+        while pos > start && !open.is_empty() {
+            pos -= 1;
+            let Some(t) = ring.get(pos) else {
+                break; // overwritten while scanning: the rest is gone too
+            };
+            if let Some(&(from, seen)) = open.get(&t.symbol_id) {
+                if t.seq > from && t.seq <= seen {
+                    found.entry(t.symbol_id).or_default().push(t);
+                    if t.seq == from + 1 {
+                        open.remove(&t.symbol_id);
+                        let mut ticks = found.remove(&t.symbol_id).unwrap_or_default();
+                        ticks.reverse();
+                        out.insert(t.symbol_id, Some(ticks));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Queues a close frame and stops all delivery to `key`. With `discard`, frames
     /// not yet started are dropped first so that the close frame is next on the wire.
     fn close(&mut self, key: usize, code: u16, reason: &str, discard: bool, now: u64) {
@@ -740,6 +815,14 @@ impl Core {
         }
         if discard {
             conn.out.truncate_unsent();
+        }
+        if code == CLOSE_GOING_AWAY {
+            // Tell clients first, so they reconnect elsewhere at once.
+            conn.out.push_frame(
+                OP_TEXT,
+                br#"{"type":"shutdown","message":"server shutting down"}"#,
+                now,
+            );
         }
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(reason.as_bytes());
@@ -886,6 +969,7 @@ async fn run(
         dirty: Vec::new(),
         names: Vec::new(),
         json: Vec::with_capacity(512),
+        seen_seq: Vec::new(),
     }));
     let accept = tokio::task::spawn_local(accept_loop(listener, core.clone(), shared.clone()));
     let timer = tokio::task::spawn_local(timer_loop(core.clone()));
