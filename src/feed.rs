@@ -7,12 +7,21 @@
 //!
 //! Adapters:
 //! - [`synthetic`]: a seeded random walk, the built-in default.
+//! - [`replay`]: plays a recorded capture of venue messages (`feeds/`) at its
+//!   recorded pace, faster, or as fast as possible.
+//! - [`exchange`]: a WebSocket client of a venue's live stream, with reconnects.
+//!
+//! Venue messages become ticks in the sans-IO [`normalize`] layer, one file per venue
+//! ([`binance`], [`coinbase`]), shared by replay, the live clients and the benches.
 
 pub mod binance;
 pub mod coinbase;
+pub mod exchange;
 pub mod normalize;
+pub mod replay;
 pub mod synthetic;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +51,12 @@ pub struct FeedTick {
 pub enum FeedSpec {
     /// The built-in random-walk generator.
     Synthetic(synthetic::SyntheticConfig),
+    /// A recorded capture played back.
+    Replay(replay::ReplayConfig),
+    /// Binance spot market streams over WebSocket.
+    Binance(exchange::ExchangeConfig),
+    /// The Coinbase Exchange WebSocket feed.
+    Coinbase(exchange::ExchangeConfig),
 }
 
 impl Default for FeedSpec {
@@ -52,17 +67,54 @@ impl Default for FeedSpec {
 
 /// A `--feed` value that names no known feed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown feed {0:?}: expected `synthetic`")]
+#[error(
+    "unknown feed {0:?}: expected `synthetic`, `replay:PATH`, `binance[:ws(s)://URL]` \
+     or `coinbase[:ws(s)://URL]`"
+)]
 pub struct UnknownFeed(pub String);
 
 impl FromStr for FeedSpec {
     type Err = UnknownFeed;
 
-    /// `synthetic`.
+    /// A `--feed` value, with every other setting at its default:
+    ///
+    /// - `synthetic`: the random walk;
+    /// - `replay:PATH`: the capture at `PATH` at its recorded pace, once, venue
+    ///   detected from its content;
+    /// - `binance`, `coinbase`: the venue's public endpoint and default symbols;
+    /// - `binance:URL`, `coinbase:URL`: another `ws://` or `wss://` endpoint.
+    ///
+    /// The config file's `[[feeds]]` sets everything else (speed, loop, symbols…).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "synthetic" => Ok(FeedSpec::default()),
-            other => Err(UnknownFeed(other.to_string())),
+        let unknown = || UnknownFeed(s.to_string());
+        let (kind, arg) = match s.split_once(':') {
+            Some((kind, arg)) => (kind, Some(arg)),
+            None => (s, None),
+        };
+        match (kind, arg) {
+            ("synthetic", None) => Ok(FeedSpec::default()),
+            ("replay", Some(path)) if !path.is_empty() => Ok(FeedSpec::Replay(
+                replay::ReplayConfig::new(PathBuf::from(path)),
+            )),
+            ("binance" | "coinbase", url) => {
+                let url = match url {
+                    None => None,
+                    Some(u) if u.starts_with("ws://") || u.starts_with("wss://") => {
+                        Some(u.to_string())
+                    }
+                    Some(_) => return Err(unknown()),
+                };
+                let cfg = exchange::ExchangeConfig {
+                    url,
+                    ..exchange::ExchangeConfig::default()
+                };
+                Ok(if kind == "binance" {
+                    FeedSpec::Binance(cfg)
+                } else {
+                    FeedSpec::Coinbase(cfg)
+                })
+            }
+            _ => Err(unknown()),
         }
     }
 }
@@ -157,6 +209,15 @@ pub fn spawn(spec: &FeedSpec, ctx: FeedContext) -> std::io::Result<std::thread::
         FeedSpec::Synthetic(cfg) => std::thread::Builder::new()
             .name("feed-synthetic".into())
             .spawn(move || synthetic::run(&cfg, &ctx)),
+        FeedSpec::Replay(cfg) => std::thread::Builder::new()
+            .name("feed-replay".into())
+            .spawn(move || replay::run(&cfg, &ctx)),
+        FeedSpec::Binance(cfg) => std::thread::Builder::new()
+            .name("feed-binance".into())
+            .spawn(move || exchange::run(normalize::Venue::Binance, &cfg, &ctx)),
+        FeedSpec::Coinbase(cfg) => std::thread::Builder::new()
+            .name("feed-coinbase".into())
+            .spawn(move || exchange::run(normalize::Venue::Coinbase, &cfg, &ctx)),
     }
 }
 
@@ -164,6 +225,28 @@ pub fn spawn(spec: &FeedSpec, ctx: FeedContext) -> std::io::Result<std::thread::
 pub fn name(spec: &FeedSpec) -> String {
     match spec {
         FeedSpec::Synthetic(_) => "synthetic".to_string(),
+        FeedSpec::Replay(cfg) => format!(
+            "replay:{}",
+            cfg.path.file_name().map_or_else(
+                || cfg.path.display().to_string(),
+                |f| f.to_string_lossy().into_owned()
+            )
+        ),
+        FeedSpec::Binance(_) => "binance".to_string(),
+        FeedSpec::Coinbase(_) => "coinbase".to_string(),
+    }
+}
+
+/// Logs the `n`th parse error of feed `feed`: every one of the first ten, then only
+/// when `n` is a power of two, so a venue sending garbage cannot flood the log (the
+/// exact count is in [`FeedStatus::parse_errors`]).
+pub(crate) fn log_parse_error(feed: &str, n: u64, error: &normalize::NormalizeError) {
+    if n <= 10 || n.is_power_of_two() {
+        if error.is_terminal() {
+            tracing::error!(feed, count = n, kind = error.label(), %error, "venue rejected a request");
+        } else {
+            tracing::warn!(feed, count = n, kind = error.label(), %error, "skipped a venue message");
+        }
     }
 }
 
@@ -172,4 +255,73 @@ pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn feed_flags() {
+        let table: &[(&str, Option<FeedSpec>)] = &[
+            ("synthetic", Some(FeedSpec::default())),
+            (
+                "replay:feeds/x.jsonl",
+                Some(FeedSpec::Replay(replay::ReplayConfig::new("feeds/x.jsonl"))),
+            ),
+            (
+                "binance",
+                Some(FeedSpec::Binance(exchange::ExchangeConfig::default())),
+            ),
+            (
+                "coinbase:ws://127.0.0.1:9000/",
+                Some(FeedSpec::Coinbase(exchange::ExchangeConfig {
+                    url: Some("ws://127.0.0.1:9000/".into()),
+                    ..exchange::ExchangeConfig::default()
+                })),
+            ),
+            ("replay:", None),
+            ("binance:http://x", None),
+            ("synthetic:1", None),
+            ("kraken", None),
+        ];
+        for (flag, want) in table {
+            assert_eq!(flag.parse::<FeedSpec>().ok(), *want, "{flag}");
+        }
+        assert_eq!(
+            name(&"replay:feeds/a/b.jsonl".parse().unwrap()),
+            "replay:b.jsonl"
+        );
+    }
+
+    #[test]
+    fn example_feed_config_parses() {
+        let config = Config::parse(include_str!("../feeds/example.toml")).unwrap();
+        let kinds: Vec<String> = config.feeds.iter().map(name).collect();
+        assert_eq!(
+            kinds,
+            [
+                "replay:binance-spot-btcusdt-ethusdt.jsonl",
+                "replay:coinbase-exchange-btc-usd-eth-usd.jsonl",
+                "binance",
+                "coinbase"
+            ]
+        );
+        match &config.feeds[0] {
+            FeedSpec::Replay(r) => {
+                assert_eq!(r.venue, Some(normalize::Venue::Binance));
+                assert!(r.repeat && r.rebase_time);
+                assert_eq!(r.speed, 2.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &config.feeds[3] {
+            FeedSpec::Coinbase(c) => assert_eq!(c.symbols, ["BTC-USD", "ETH-USD"]),
+            other => panic!("{other:?}"),
+        }
+        // Unknown keys in a feed are errors, as everywhere in the config.
+        let e = Config::parse("[[feeds]]\nkind = \"replay\"\npath = \"x\"\nspeed_x = 2\n");
+        assert!(e.is_err());
+    }
 }

@@ -1,0 +1,600 @@
+//! The exchange feed: a WebSocket client of a venue's public market-data stream.
+//!
+//! One thread per feed runs its own current-thread tokio runtime. A session connects
+//! (TCP, then TLS with rustls and the webpki roots for `wss://`, then the WebSocket
+//! handshake with fastwebsockets over a hyper client connection), sends the venue's
+//! subscribe message and normalizes every message that comes back. Pings are
+//! answered here rather than by fastwebsockets' auto-pong, so that a ping counts as a
+//! sign of life. A session ends when the venue closes, the connection fails, or
+//! nothing at all (not even a ping) arrives for `heartbeat_timeout_ms`; the feed then
+//! waits an exponential backoff with jitter ([`Backoff`]) and connects again, sending
+//! the subscription again. Trade-id gaps (trades lost while reconnecting, or dropped
+//! by the venue) are counted in [`super::FeedStatus::gaps`].
+//!
+//! Backpressure: a tick is handed to the sequencer with [`FeedContext::send`], which
+//! blocks this feed's thread while the channel is full. The socket is then not read,
+//! so TCP flow control pushes back on the venue; nothing is dropped here.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::header::{CONNECTION, HOST, UPGRADE, USER_AGENT};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
+use super::{binance, coinbase, now_ns, FeedContext};
+
+/// Settings of an exchange feed (`kind = "binance"` or `kind = "coinbase"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// WebSocket URL, `wss://` or `ws://`. Default: the venue's public endpoint
+    /// ([`binance::DEFAULT_URL`], [`coinbase::DEFAULT_URL`]).
+    pub url: Option<String>,
+    /// The venue's names of the instruments to subscribe (`BTCUSDT`, `BTC-USD`).
+    /// Default: empty, meaning the venue's `DEFAULT_SYMBOLS`.
+    pub symbols: Vec<String>,
+    /// Prefix of tickcast symbols; `None` uses the venue's (`BINANCE`, `COINBASE`),
+    /// `""` none. Default: `None`.
+    pub symbol_prefix: Option<String>,
+    /// A session that receives nothing (no message, no ping) for this long is
+    /// dropped and reconnected, in ms. Default: 30,000.
+    pub heartbeat_timeout_ms: u64,
+    /// Longest wait for TCP, TLS and the WebSocket handshake together, in ms.
+    /// Default: 10,000.
+    pub connect_timeout_ms: u64,
+    /// First reconnect delay, in ms; it doubles on every failed attempt. Default: 250.
+    pub backoff_initial_ms: u64,
+    /// Largest reconnect delay, in ms. Default: 30,000.
+    pub backoff_max_ms: u64,
+    /// Largest venue message normalized, in bytes; larger ones are counted as parse
+    /// errors and skipped. Default: 65,536. (WebSocket messages over 16 MiB end the
+    /// session.)
+    pub max_message_bytes: usize,
+    /// Extra trusted root certificates (PEM) for `wss://`, besides the webpki roots:
+    /// for a private CA or a test server. Default: none.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        ExchangeConfig {
+            url: None,
+            symbols: Vec::new(),
+            symbol_prefix: None,
+            heartbeat_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+            backoff_initial_ms: 250,
+            backoff_max_ms: 30_000,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            ca_file: None,
+        }
+    }
+}
+
+/// Largest WebSocket message read; one larger ends the session (fastwebsockets
+/// cannot skip it). Messages between `max_message_bytes` and this are skipped.
+const MAX_FRAME_BYTES: usize = 16 << 20;
+
+impl ExchangeConfig {
+    /// The URL to connect to.
+    pub fn url_for(&self, venue: Venue) -> &str {
+        self.url.as_deref().unwrap_or(match venue {
+            Venue::Binance => binance::DEFAULT_URL,
+            Venue::Coinbase => coinbase::DEFAULT_URL,
+        })
+    }
+
+    /// The venue symbols to subscribe.
+    pub fn symbols_for(&self, venue: Venue) -> Vec<String> {
+        if !self.symbols.is_empty() {
+            return self.symbols.clone();
+        }
+        let defaults: &[&str] = match venue {
+            Venue::Binance => &binance::DEFAULT_SYMBOLS,
+            Venue::Coinbase => &coinbase::DEFAULT_SYMBOLS,
+        };
+        defaults.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The exact subscribe message sent after every connect.
+    pub fn subscribe_message(&self, venue: Venue) -> String {
+        let symbols = self.symbols_for(venue);
+        match venue {
+            Venue::Binance => binance::subscribe_message(&symbols),
+            Venue::Coinbase => coinbase::subscribe_message(&symbols),
+        }
+    }
+}
+
+/// Reconnect delays: exponential, capped, with "equal jitter" (half the delay fixed,
+/// half random), so that many clients dropped at once do not reconnect in step.
+/// See <https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/>.
+#[derive(Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    /// Failed attempts since the last success.
+    attempt: u32,
+    rng: SmallRng,
+}
+
+impl Backoff {
+    /// Delays from `initial` doubling up to `max`, jittered by a generator seeded
+    /// with `seed`.
+    pub fn new(initial: Duration, max: Duration, seed: u64) -> Backoff {
+        Backoff {
+            initial: initial.max(Duration::from_millis(1)),
+            max: max.max(initial),
+            attempt: 0,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32 << self.attempt.min(20);
+        let cap = self.initial.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = cap / 2;
+        half + half.mul_f64(self.rng.random::<f64>())
+    }
+
+    /// Back to the initial delay, after a session that worked.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Why a session ended or could not start.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// The URL is not a `ws://` or `wss://` URL with a host.
+    #[error("invalid url {0:?}: expected ws://host[:port]/path or wss://…")]
+    Url(String),
+    /// TCP connect failed.
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    /// The TLS client could not be set up or the TLS handshake failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Connecting took longer than `connect_timeout_ms`.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The WebSocket handshake or connection failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] WebSocketError),
+    /// Nothing arrived for `heartbeat_timeout_ms`.
+    #[error("no message or ping for {0} ms")]
+    Silent(u64),
+    /// The venue closed the connection.
+    #[error("closed by the venue")]
+    Closed,
+    /// A continuation frame without a message to continue, or a fragmented message
+    /// over the WebSocket size limit.
+    #[error("websocket protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+/// How a session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The server is shutting down, or the sequencer is gone.
+    Stop,
+}
+
+/// Where to connect, from the URL.
+#[derive(Debug, Clone)]
+struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+    /// `host` or `host:port`, for the Host header.
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, ExchangeError> {
+        let bad = || ExchangeError::Url(url.to_string());
+        let uri: Uri = url.parse().map_err(|_| bad())?;
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err(bad()),
+        };
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let default_port = if tls { 443 } else { 80 };
+        let port = uri.port_u16().unwrap_or(default_port);
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .ok_or_else(bad)?;
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/")
+            .to_string();
+        Ok(Target {
+            tls,
+            host,
+            port,
+            authority,
+            path,
+        })
+    }
+}
+
+/// Runs hyper's connection task (which finishes once the connection is upgraded) on
+/// the feed's runtime.
+struct SpawnExecutor;
+
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::task::spawn(fut);
+    }
+}
+
+fn tls_connector(ca_file: Option<&PathBuf>) -> Result<TlsConnector, ExchangeError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ExchangeError::Tls(format!("{}: {e}", path.display())))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| ExchangeError::Tls(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| ExchangeError::Tls(format!("{}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ExchangeError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+type Ws = WebSocket<TokioIo<Upgraded>>;
+
+async fn connect(target: &Target, tls: Option<&TlsConnector>) -> Result<Ws, ExchangeError> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(ExchangeError::Connect)?;
+    // Ticks are small and latency matters more than segment count.
+    let _ = tcp.set_nodelay(true);
+    let request = Request::builder()
+        .method("GET")
+        .uri(target.path.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .header(USER_AGENT, concat!("tickcast/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| ExchangeError::Url(target.path.clone()))?;
+    let (ws, _response) = match tls {
+        Some(connector) => {
+            let name = ServerName::try_from(target.host.clone())
+                .map_err(|e| ExchangeError::Tls(e.to_string()))?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ExchangeError::Tls(e.to_string()))?;
+            fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await?
+        }
+        None => fastwebsockets::handshake::client(&SpawnExecutor, request, tcp).await?,
+    };
+    Ok(ws)
+}
+
+/// Resolves once the server asks feeds to stop (checked every 50 ms).
+async fn stopping(ctx: &FeedContext) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if ctx.is_shutdown() {
+            return;
+        }
+    }
+}
+
+/// The state that lives across sessions.
+struct Client<'a> {
+    venue: Venue,
+    cfg: &'a ExchangeConfig,
+    ctx: &'a FeedContext,
+    target: Target,
+    tls: Option<TlsConnector>,
+    subscribe: String,
+    normalizer: Normalizer,
+    /// Reassembly of a fragmented message.
+    fragments: Vec<u8>,
+}
+
+impl Client<'_> {
+    /// One connection: connect, subscribe, read until it ends.
+    async fn session(&mut self, delivered: &mut bool) -> Result<End, ExchangeError> {
+        let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
+        let mut ws =
+            tokio::time::timeout(connect_timeout, connect(&self.target, self.tls.as_ref()))
+                .await
+                .map_err(|_| ExchangeError::ConnectTimeout)??;
+        ws.set_auto_pong(false);
+        ws.set_auto_close(true);
+        ws.set_max_message_size(MAX_FRAME_BYTES);
+        ws.write_frame(Frame::text(Payload::Borrowed(self.subscribe.as_bytes())))
+            .await?;
+        ws.flush().await?;
+        let status = &self.ctx.status;
+        status.connected.store(1, Ordering::Relaxed);
+        tracing::info!(feed = %status.name, url = %self.cfg.url_for(self.venue), "connected and subscribed");
+
+        let silence = Duration::from_millis(self.cfg.heartbeat_timeout_ms.max(1));
+        let deadline = tokio::time::sleep(silence);
+        tokio::pin!(deadline);
+        let stop = stopping(self.ctx);
+        tokio::pin!(stop);
+        let mut in_fragment = false;
+        loop {
+            // Dropping a half-read frame (on silence or shutdown) is fine: the
+            // connection is abandoned in both cases.
+            let frame = tokio::select! {
+                biased;
+                () = &mut stop => return Ok(End::Stop),
+                () = &mut deadline => return Err(ExchangeError::Silent(self.cfg.heartbeat_timeout_ms)),
+                frame = ws.read_frame() => frame?,
+            };
+            deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + silence);
+            match frame.opcode {
+                OpCode::Text | OpCode::Binary if frame.fin => {
+                    *delivered = true;
+                    if self.handle(&frame.payload).is_err() {
+                        return Ok(End::Stop);
+                    }
+                }
+                OpCode::Text | OpCode::Binary => {
+                    in_fragment = true;
+                    self.fragments.clear();
+                    self.fragments.extend_from_slice(&frame.payload);
+                }
+                OpCode::Continuation => {
+                    if !in_fragment {
+                        return Err(ExchangeError::Protocol("continuation without a message"));
+                    }
+                    if self.fragments.len() + frame.payload.len() > MAX_FRAME_BYTES {
+                        return Err(ExchangeError::Protocol("fragmented message too large"));
+                    }
+                    self.fragments.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        in_fragment = false;
+                        *delivered = true;
+                        let message = std::mem::take(&mut self.fragments);
+                        let sent = self.handle(&message);
+                        self.fragments = message;
+                        if sent.is_err() {
+                            return Ok(End::Stop);
+                        }
+                    }
+                }
+                OpCode::Ping => {
+                    let payload = frame.payload.to_vec();
+                    ws.write_frame(Frame::pong(Payload::Owned(payload))).await?;
+                    ws.flush().await?;
+                }
+                OpCode::Pong => {}
+                OpCode::Close => return Err(ExchangeError::Closed),
+            }
+        }
+    }
+
+    /// Normalizes one message and sends its tick; `Err` when the feed must stop.
+    fn handle(&mut self, message: &[u8]) -> Result<(), super::SendError> {
+        let status = &self.ctx.status;
+        let now = now_ns();
+        status.messages.fetch_add(1, Ordering::Relaxed);
+        status.last_message_ns.store(now, Ordering::Relaxed);
+        match self.normalizer.normalize(message, now) {
+            Ok(out) => {
+                if let Some(gap) = out.gap {
+                    status.gaps.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(feed = %status.name, symbol = %gap.symbol, expected = gap.expected, missed = gap.missed(), "trade id gap");
+                }
+                if let Some(tick) = out.tick {
+                    self.ctx.send(tick)?;
+                }
+            }
+            Err(e) => {
+                let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                super::log_parse_error(&status.name, n, &e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the feed until shutdown (or until the sequencer stops).
+pub fn run(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(feed = %ctx.status.name, error = %e, "cannot start the feed's runtime");
+            return;
+        }
+    };
+    runtime.block_on(run_async(venue, cfg, ctx));
+    ctx.status.connected.store(0, Ordering::Relaxed);
+}
+
+async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
+    let name = &ctx.status.name;
+    let url = cfg.url_for(venue);
+    let target = match Target::parse(url) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(feed = %name, error = %e, "exchange feed not started");
+            return;
+        }
+    };
+    let tls = if target.tls {
+        match tls_connector(cfg.ca_file.as_ref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(feed = %name, error = %e, "exchange feed not started");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let prefix = cfg
+        .symbol_prefix
+        .as_deref()
+        .unwrap_or(venue.default_prefix());
+    let mut client = Client {
+        venue,
+        cfg,
+        ctx,
+        target,
+        tls,
+        subscribe: cfg.subscribe_message(venue),
+        normalizer: Normalizer::new(venue, prefix, cfg.max_message_bytes),
+        fragments: Vec::new(),
+    };
+    let mut backoff = Backoff::new(
+        Duration::from_millis(cfg.backoff_initial_ms),
+        Duration::from_millis(cfg.backoff_max_ms),
+        now_ns(),
+    );
+    let mut sessions: u64 = 0;
+    while !ctx.is_shutdown() {
+        let mut delivered = false;
+        if sessions > 0 {
+            ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        sessions += 1;
+        let result = client.session(&mut delivered).await;
+        ctx.status.connected.store(0, Ordering::Relaxed);
+        match result {
+            Ok(End::Stop) => break,
+            Err(e) => {
+                tracing::warn!(feed = %name, error = %e, "exchange session ended")
+            }
+        }
+        if delivered {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(feed = %name, delay_ms = delay.as_millis() as u64, "reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopping(ctx) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_jitters_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1_000), 7);
+        let caps = [100u64, 200, 400, 800, 1_000, 1_000, 1_000];
+        for cap in caps {
+            let d = b.next_delay().as_millis() as u64;
+            assert!(
+                (cap / 2..=cap).contains(&d),
+                "{d} not in [{}, {cap}]",
+                cap / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        let mut again = Backoff::new(Duration::from_millis(100), Duration::from_millis(1_000), 7);
+        let mut other = Backoff::new(Duration::from_millis(100), Duration::from_millis(1_000), 8);
+        let a: Vec<_> = (0..8).map(|_| again.next_delay()).collect();
+        let o: Vec<_> = (0..8).map(|_| other.next_delay()).collect();
+        assert_ne!(a, o, "another seed jitters differently");
+    }
+
+    #[test]
+    fn targets_from_urls() {
+        let t = Target::parse("wss://stream.binance.com:9443/stream").unwrap();
+        assert_eq!(
+            (
+                t.tls,
+                t.host.as_str(),
+                t.port,
+                t.authority.as_str(),
+                t.path.as_str()
+            ),
+            (
+                true,
+                "stream.binance.com",
+                9443,
+                "stream.binance.com:9443",
+                "/stream"
+            )
+        );
+        let t = Target::parse("wss://ws-feed.exchange.coinbase.com").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (443, "/"));
+        let t = Target::parse("ws://127.0.0.1:9000/ws?x=1").unwrap();
+        assert_eq!((t.tls, t.port, t.path.as_str()), (false, 9000, "/ws?x=1"));
+        for bad in ["http://x/", "127.0.0.1:9000", "ws://", ""] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_connector_builds_with_webpki_roots() {
+        assert!(tls_connector(None).is_ok());
+        let missing = PathBuf::from("/nonexistent/ca.pem");
+        assert!(tls_connector(Some(&missing)).is_err());
+    }
+
+    #[test]
+    fn defaults_per_venue() {
+        let c = ExchangeConfig::default();
+        assert_eq!(c.url_for(Venue::Coinbase), coinbase::DEFAULT_URL);
+        assert_eq!(c.symbols_for(Venue::Binance), ["BTCUSDT", "ETHUSDT"]);
+        assert!(c.subscribe_message(Venue::Coinbase).contains("\"BTC-USD\""));
+    }
+}

@@ -1,0 +1,373 @@
+//! The replay feed: plays a recorded capture (one venue message per line, as in
+//! `feeds/`) through the venue's normalizer.
+//!
+//! Pacing follows the venue's own timestamps: the tick whose event time is `t` is sent
+//! `(t - t0) / speed` after the first one, so `speed = 1` is the recorded pace,
+//! `speed = 10` ten times faster and `speed = 0` as fast as the sequencer takes them.
+//! A message without a time of its own (a Binance spot book ticker) goes out with the
+//! latest time seen before it. By default ticks are re-stamped with the time they are
+//! replayed (`rebase_time`), so latencies measured downstream mean something; with
+//! `rebase_time = false` they keep the recorded times, field for field.
+//!
+//! The file is read line by line with a bounded line buffer, so a capture of any size
+//! replays in constant memory; an over-long line is counted as a parse error and
+//! skipped like any malformed message.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
+use super::{now_ns, FeedContext};
+
+/// Settings of a replay feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// The capture: one venue message (JSON) per line. Required.
+    pub path: PathBuf,
+    /// The venue whose format the file holds; `None` detects it from the first
+    /// messages. Default: `None`.
+    #[serde(default)]
+    pub venue: Option<Venue>,
+    /// Pace relative to the recording: 1.0 is the recorded pace, 2.0 twice as fast,
+    /// 0 as fast as possible. Default: 1.0.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Start over at the end of the file, until shutdown. Default: false.
+    #[serde(default, rename = "loop")]
+    pub repeat: bool,
+    /// Symbol prefix; `None` uses the venue's (`BINANCE`, `COINBASE`), `""` none.
+    /// Default: `None`.
+    #[serde(default)]
+    pub symbol_prefix: Option<String>,
+    /// Stamp ticks with the time they are replayed rather than the recorded time.
+    /// Default: true.
+    #[serde(default = "default_rebase_time")]
+    pub rebase_time: bool,
+    /// Longest line accepted, in bytes; longer ones are counted and skipped.
+    /// Default: 65,536.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_speed() -> f64 {
+    1.0
+}
+
+fn default_rebase_time() -> bool {
+    true
+}
+
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+impl ReplayConfig {
+    /// Replays `path` at the recorded pace, once, with the venue detected.
+    pub fn new(path: impl Into<PathBuf>) -> ReplayConfig {
+        ReplayConfig {
+            path: path.into(),
+            venue: None,
+            speed: default_speed(),
+            repeat: false,
+            symbol_prefix: None,
+            rebase_time: default_rebase_time(),
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+
+/// Maps the capture's event times to offsets from the start of a pass, sans-IO.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// 0 for as fast as possible.
+    speed: f64,
+    /// Event time of the first timed tick of this pass.
+    first_ns: Option<u64>,
+    /// The latest event time seen: the time of messages that carry none.
+    clock_ns: u64,
+}
+
+impl Pacer {
+    /// A pacer for `speed` (0 or less, or not finite: as fast as possible).
+    pub fn new(speed: f64) -> Pacer {
+        Pacer {
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                0.0
+            },
+            first_ns: None,
+            clock_ns: 0,
+        }
+    }
+
+    /// The time to give a message that carries none (0 before any timed tick).
+    pub fn clock_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
+    /// Records a tick's event time and returns when, after the pass started, it is
+    /// due; `None` when it is due at once (as fast as possible, or no time known).
+    pub fn due(&mut self, ts_event: u64) -> Option<Duration> {
+        if ts_event == 0 {
+            return None;
+        }
+        self.clock_ns = self.clock_ns.max(ts_event);
+        let first = *self.first_ns.get_or_insert(ts_event);
+        if self.speed == 0.0 {
+            return None;
+        }
+        let recorded = ts_event.saturating_sub(first);
+        Some(Duration::from_nanos((recorded as f64 / self.speed) as u64))
+    }
+
+    /// Starts a new pass over the capture.
+    pub fn restart(&mut self) {
+        self.first_ns = None;
+        self.clock_ns = 0;
+    }
+}
+
+/// Reads the next line into `buf` (without its line ending), keeping at most `max`
+/// bytes: `Ok(None)` at end of file, `Ok(Some(false))` for a line longer than `max`
+/// (its content is discarded).
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut fits = true;
+    let mut read_any = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(read_any.then_some(fits));
+        }
+        read_any = true;
+        let (part, done) = match chunk.iter().position(|&c| c == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        let ended = done > part.len();
+        if fits && buf.len() + part.len() <= max + 1 {
+            buf.extend_from_slice(part);
+        } else {
+            fits = false;
+            buf.clear();
+        }
+        reader.consume(done);
+        if ended {
+            break;
+        }
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    let fits = fits && buf.len() <= max;
+    if !fits {
+        buf.clear();
+    }
+    Ok(Some(fits))
+}
+
+/// Detects the venue of a capture from its first non-empty lines.
+pub fn detect_venue(path: &Path) -> std::io::Result<Option<Venue>> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut line = Vec::new();
+    for _ in 0..16 {
+        match read_line_bounded(&mut reader, &mut line, DEFAULT_MAX_MESSAGE_BYTES)? {
+            None => break,
+            Some(true) if !line.is_empty() => {
+                if let Some(v) = Venue::detect(&line) {
+                    return Ok(Some(v));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Sleeps until `deadline`, waking every 50 ms to see whether the server is stopping.
+/// Returns false if it is.
+fn sleep_until(deadline: Instant, ctx: &FeedContext) -> bool {
+    loop {
+        if ctx.is_shutdown() {
+            return false;
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return true;
+        };
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Runs the replay until the end of the capture (or, looping, until shutdown).
+pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
+    let venue = match cfg.venue {
+        Some(v) => v,
+        None => match detect_venue(&cfg.path) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                tracing::error!(path = %cfg.path.display(), "replay: cannot tell the venue of the capture; set `venue`");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(path = %cfg.path.display(), error = %e, "replay: cannot read capture");
+                return;
+            }
+        },
+    };
+    let prefix = cfg
+        .symbol_prefix
+        .as_deref()
+        .unwrap_or(venue.default_prefix());
+    let mut normalizer = Normalizer::new(venue, prefix, cfg.max_message_bytes);
+    let mut pacer = Pacer::new(cfg.speed);
+    let mut line = Vec::with_capacity(1024);
+    let status = &ctx.status;
+    status.connected.store(1, Ordering::Relaxed);
+    tracing::info!(path = %cfg.path.display(), %venue, speed = cfg.speed, "replay started");
+    'passes: loop {
+        let file = match File::open(&cfg.path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %cfg.path.display(), error = %e, "replay: cannot open capture");
+                break;
+            }
+        };
+        let mut reader = BufReader::with_capacity(64 << 10, file);
+        let start = Instant::now();
+        let start_ns = now_ns();
+        loop {
+            if ctx.is_shutdown() {
+                break 'passes;
+            }
+            let fits = match read_line_bounded(&mut reader, &mut line, cfg.max_message_bytes) {
+                Ok(Some(fits)) => fits,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(path = %cfg.path.display(), error = %e, "replay: read failed");
+                    break 'passes;
+                }
+            };
+            if fits && line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            status.messages.fetch_add(1, Ordering::Relaxed);
+            status.last_message_ns.store(now_ns(), Ordering::Relaxed);
+            let result = if fits {
+                normalizer.normalize(&line, pacer.clock_ns())
+            } else {
+                Err(super::normalize::NormalizeError::Oversize {
+                    len: line.len().max(cfg.max_message_bytes + 1),
+                    max: cfg.max_message_bytes,
+                })
+            };
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => {
+                    let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    super::log_parse_error(&status.name, n, &e);
+                    continue;
+                }
+            };
+            if let Some(gap) = out.gap {
+                status.gaps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(feed = %status.name, symbol = %gap.symbol, missed = gap.missed(), "trade id gap in capture");
+            }
+            let Some(mut tick) = out.tick else { continue };
+            let due = pacer.due(tick.ts_event);
+            if let Some(offset) = due {
+                if !sleep_until(start + offset, ctx) {
+                    break 'passes;
+                }
+            }
+            if cfg.rebase_time {
+                tick.ts_event = match due {
+                    Some(offset) => start_ns + offset.as_nanos() as u64,
+                    None => now_ns(),
+                };
+            } else if tick.ts_event == 0 {
+                tick.ts_event = now_ns();
+            }
+            if ctx.send(tick).is_err() {
+                break 'passes;
+            }
+        }
+        if !cfg.repeat {
+            break;
+        }
+        normalizer.reset();
+        pacer.restart();
+    }
+    status.connected.store(0, Ordering::Relaxed);
+    tracing::info!(feed = %status.name, "replay finished");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_follows_recorded_times_scaled() {
+        let mut p = Pacer::new(2.0);
+        assert_eq!(p.clock_ns(), 0);
+        assert_eq!(p.due(0), None, "untimed before any time: at once");
+        assert_eq!(p.due(1_000_000_000), Some(Duration::ZERO));
+        assert_eq!(p.due(3_000_000_000), Some(Duration::from_secs(1)));
+        assert_eq!(p.clock_ns(), 3_000_000_000);
+        // A time that goes backwards is due at once (offset before the last one).
+        assert_eq!(p.due(2_000_000_000), Some(Duration::from_millis(500)));
+        assert_eq!(p.clock_ns(), 3_000_000_000);
+        p.restart();
+        assert_eq!(p.due(9_000_000_000), Some(Duration::ZERO));
+
+        let mut fast = Pacer::new(0.0);
+        assert_eq!(fast.due(1), None);
+        assert_eq!(fast.due(1_000_000_000_000), None);
+        assert_eq!(fast.clock_ns(), 1_000_000_000_000);
+        assert_eq!(Pacer::new(f64::NAN).due(5), None);
+    }
+
+    #[test]
+    fn bounded_lines() {
+        let data = b"one\r\n\ntoo long line\nlast";
+        let mut r = std::io::BufReader::with_capacity(4, &data[..]);
+        let mut buf = Vec::new();
+        let table: &[(Option<bool>, &[u8])] = &[
+            (Some(true), b"one"),
+            (Some(true), b""),
+            (Some(false), b""),
+            (Some(true), b"last"),
+            (None, b""),
+        ];
+        for (fits, content) in table {
+            assert_eq!(read_line_bounded(&mut r, &mut buf, 6).unwrap(), *fits);
+            assert_eq!(&buf[..], *content);
+        }
+    }
+
+    #[test]
+    fn detects_the_venue_of_the_sample_captures() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("feeds");
+        assert_eq!(
+            detect_venue(&dir.join("binance-spot-btcusdt-ethusdt.jsonl")).unwrap(),
+            Some(Venue::Binance)
+        );
+        assert_eq!(
+            detect_venue(&dir.join("coinbase-exchange-btc-usd-eth-usd.jsonl")).unwrap(),
+            Some(Venue::Coinbase)
+        );
+    }
+}
