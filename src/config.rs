@@ -71,6 +71,12 @@ pub struct Config {
     /// A connection with queued bytes that makes no write progress for this long is
     /// closed with code 4008 `slow consumer`, in ms. Default: 10,000.
     pub stall_timeout_ms: u64,
+    /// Token a publisher must present to use `/publish` (as `?token=` or
+    /// `Authorization: Bearer`); `None` disables the endpoint. Default: `None`.
+    pub publish_token: Option<String>,
+    /// Largest message accepted on `/publish`, in bytes; a larger one closes the
+    /// connection with code 1009. Default: 1,048,576.
+    pub max_publish_message_bytes: usize,
     /// The feeds to run. Default: one synthetic feed.
     pub feeds: Vec<FeedSpec>,
 }
@@ -89,6 +95,8 @@ impl Default for Config {
             low_water_bytes: 256 << 10,
             max_queue_age_ms: 1_000,
             stall_timeout_ms: 10_000,
+            publish_token: None,
+            max_publish_message_bytes: 1 << 20,
             feeds: vec![FeedSpec::default()],
         }
     }
@@ -130,6 +138,16 @@ impl Config {
         if self.max_symbols == 0 || self.ring_capacity < 2 || self.feed_channel_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "max_symbols, ring_capacity and feed_channel_capacity must be positive".into(),
+            ));
+        }
+        if self.publish_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "publish_token must not be empty (leave it out to disable /publish)".into(),
+            ));
+        }
+        if self.max_publish_message_bytes < 256 {
+            return Err(ConfigError::Invalid(
+                "max_publish_message_bytes must be at least 256".into(),
             ));
         }
         if self.max_control_message_bytes < 256 {
