@@ -52,6 +52,7 @@ fn route(
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/ws") => upgrade(&mut req, core, peer),
+        (&Method::GET, "/publish") => crate::publish::upgrade(&mut req, shared, peer),
         (&Method::GET, "/healthz") => json_response(
             StatusCode::OK,
             &json!({"status": "ok", "symbols": shared.symbols.len()}),
@@ -67,6 +68,7 @@ fn route(
             json_response(StatusCode::OK, &json!(list))
         }
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &shared.stats.to_json()),
+        (&Method::GET, p) if crate::dashboard::serves(p) => crate::dashboard::response(p),
         (_, "/ws" | "/healthz" | "/symbols" | "/stats") => text_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET\n",

@@ -14,7 +14,9 @@
 //!   slot once and append encoded records to subscribers' [`outbox`]es.
 //! - [`conflate`]: what a slow or rate-limited subscription merges, sans-IO.
 //! - [`wire`]: the binary and JSON encodings; [`protocol`]: client control messages.
-//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`).
+//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`), and
+//!   [`dashboard`], the browser page at `/`.
+//! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`server`]: wires it all together; [`config`] holds every setting.
 //!
 //! Values: [`tick`] is the normalized fixed-size tick, [`fixed`] its fixed-point
@@ -22,6 +24,7 @@
 
 pub mod config;
 pub mod conflate;
+pub mod dashboard;
 pub mod feed;
 pub mod fixed;
 pub mod http;
@@ -29,6 +32,7 @@ pub mod lvc;
 pub mod outbox;
 pub mod park;
 pub mod protocol;
+pub mod publish;
 pub mod ring;
 pub mod seqlock;
 pub mod sequencer;
