@@ -365,15 +365,12 @@ impl Client<'_> {
         let silence = Duration::from_millis(self.cfg.heartbeat_timeout_ms.max(1));
         let deadline = tokio::time::sleep(silence);
         tokio::pin!(deadline);
-        let stop = stopping(self.ctx);
-        tokio::pin!(stop);
         let mut in_fragment = false;
         loop {
-            // Dropping a half-read frame (on silence or shutdown) is fine: the
-            // connection is abandoned in both cases.
+            // Dropping a half-read frame on silence is fine: the connection is
+            // abandoned. (Shutdown drops the whole session future, in `run_async`.)
             let frame = tokio::select! {
                 biased;
-                () = &mut stop => return Ok(End::Stop),
                 () = &mut deadline => return Err(ExchangeError::Silent(self.cfg.heartbeat_timeout_ms)),
                 frame = ws.read_frame() => frame?,
             };
@@ -510,7 +507,11 @@ async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
             ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         sessions += 1;
-        let result = client.session(&mut delivered).await;
+        // Shutdown interrupts a session anywhere: connecting, handshaking or reading.
+        let result = tokio::select! {
+            r = client.session(&mut delivered) => r,
+            () = stopping(ctx) => Ok(End::Stop),
+        };
         ctx.status.connected.store(0, Ordering::Relaxed);
         match result {
             Ok(End::Stop) => break,
