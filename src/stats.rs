@@ -146,7 +146,9 @@ impl Stats {
 
     /// Sum of one core counter over all cores.
     pub fn total(&self, f: impl Fn(&CoreStats) -> &AtomicU64) -> u64 {
-        self.cores.iter().map(|c| f(c).load(Relaxed)).sum()
+        self.cores
+            .iter()
+            .fold(0u64, |acc, c| acc.wrapping_add(f(c).load(Relaxed)))
     }
 
     /// The `/stats` document.

@@ -74,6 +74,8 @@ pub struct Shared {
     pub ring: Arc<Ring>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The `/publish` endpoint's sender into the sequencer.
+    pub publish: crate::publish::Inlet,
 }
 
 /// One subscription: a connection's interest in one symbol.
@@ -115,6 +117,8 @@ struct Conn {
     last_progress_ns: u64,
     /// `out.frames` already added to the core's `frames_out`.
     frames_reported: u64,
+    /// `out.queued()` already added to the core's `buffered_bytes`.
+    buffered_reported: usize,
     write_wake: Rc<Notify>,
     close_wake: Rc<Notify>,
     stats: Arc<ConnStats>,
@@ -400,7 +404,6 @@ impl Core {
     fn write_some(&mut self, key: usize, now: u64) -> bool {
         let stats = &self.shared.stats.cores[self.id];
         let conn = &mut self.conns[key];
-        let before = conn.out.queued();
         loop {
             let pending = conn.out.pending();
             if pending.is_empty() {
@@ -437,12 +440,18 @@ impl Core {
         }
         let after = conn.out.queued();
         conn.stats.set_buffered(after);
-        let delta = after as i64 - before as i64;
-        if delta >= 0 {
-            stats.buffered_bytes.fetch_add(delta as u64, Relaxed);
+        // The core's gauge moves by what this connection's queue moved since it last
+        // reported, so it always equals the sum over connections.
+        if after >= conn.buffered_reported {
+            stats
+                .buffered_bytes
+                .fetch_add((after - conn.buffered_reported) as u64, Relaxed);
         } else {
-            stats.buffered_bytes.fetch_sub((-delta) as u64, Relaxed);
+            stats
+                .buffered_bytes
+                .fetch_sub((conn.buffered_reported - after) as u64, Relaxed);
         }
+        conn.buffered_reported = after;
         let frames = conn.out.frames;
         stats
             .frames_out
@@ -861,6 +870,7 @@ impl Core {
             dead: false,
             last_progress_ns: now_ns(),
             frames_reported: 0,
+            buffered_reported: 0,
             write_wake: Rc::new(Notify::new()),
             close_wake: Rc::new(Notify::new()),
             stats,
@@ -874,11 +884,9 @@ impl Core {
         }
         let conn = self.conns.remove(key);
         conn.write_wake.notify_one();
-        let buffered = conn.out.queued() as u64;
-        self.stats().buffered_bytes.fetch_sub(
-            buffered.min(self.stats().buffered_bytes.load(Relaxed)),
-            Relaxed,
-        );
+        self.stats()
+            .buffered_bytes
+            .fetch_sub(conn.buffered_reported as u64, Relaxed);
         self.stats().connections.fetch_sub(1, Relaxed);
         self.shared
             .stats
