@@ -74,12 +74,23 @@ impl Server {
         let symbols = Arc::new(SymbolTable::new(config.max_symbols));
         let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
         let (publisher, ring) = Ring::new(config.ring_capacity);
+        let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
+        let publish_status = Arc::new(FeedStatus::new("publish"));
+        if config.publish_token.is_some() {
+            stats
+                .feeds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(publish_status.clone());
+        }
+        let publish_tx = config.publish_token.is_some().then(|| tx.clone());
         let shared = Arc::new(Shared {
             config: config.clone(),
             symbols: symbols.clone(),
             lvc,
             ring,
             stats: stats.clone(),
+            publish: crate::publish::Inlet::new(publish_tx, publish_status),
         });
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -97,7 +108,6 @@ impl Server {
             );
         }
 
-        let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
         let parkers = cores.iter().map(|c| c.parker.clone()).collect();
         let sequencer = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
         let mut others = vec![std::thread::Builder::new()
@@ -164,6 +174,8 @@ impl ServerHandle {
     /// every thread.
     pub fn shutdown(self) {
         self.feeds_stop.store(true, Ordering::Relaxed);
+        // Publishers hold senders too: the sequencer stops only once they are gone.
+        self.shared.publish.close();
         let _ = self.shutdown_tx.send(true);
         for c in &self.cores {
             c.parker.wake(true);
