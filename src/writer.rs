@@ -396,6 +396,25 @@ impl Core {
         conn.out.finish(now);
         if !conn.blocked && !conn.dead {
             self.write_some(key, now);
+            self.maybe_leave_conflation(key, now);
+        }
+    }
+
+    /// A conflating connection whose queue drained below low water gets its merged
+    /// updates and streams again. Checked after every write, wherever it happened.
+    fn maybe_leave_conflation(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if conn.conflating
+            && !conn.closing
+            && !conn.dead
+            && conn.out.queued() <= self.shared.config.low_water_bytes
+        {
+            self.leave_conflation(key, now);
+            if !self.conns[key].blocked {
+                self.write_some(key, now);
+            }
         }
     }
 
@@ -549,6 +568,15 @@ impl Core {
         });
         pending.append(&mut self.pending);
         self.pending = pending;
+        let drained: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.conflating && !c.blocked)
+            .map(|(k, _)| k)
+            .collect();
+        for key in drained {
+            self.maybe_leave_conflation(key, now);
+        }
         let stall_ns = self.shared.config.stall_timeout_ms * 1_000_000;
         let stalled: Vec<usize> = self
             .conns
