@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
-use crate::conflate::Conflator;
+use crate::conflate::{Conflator, RateGate};
 use crate::feed::now_ns;
 use crate::lvc::LastValueCache;
 use crate::outbox::{Format, Outbox};
@@ -85,10 +85,8 @@ struct Sub {
     /// Highest sequence delivered or absorbed; anything at or below it is skipped,
     /// which makes snapshots and live ticks meet without gap or duplicate.
     last_seq: u64,
-    /// Minimum spacing of updates from `max_rate`, 0 for unlimited.
-    interval_ns: u64,
-    /// Earliest time the next update may go out.
-    next_due_ns: u64,
+    /// `max_rate` spacing of deliveries.
+    rate: RateGate,
     /// Whether `conflator` holds something (and the sub is in `Core::pending`).
     pending: bool,
     conflator: Conflator,
@@ -103,8 +101,8 @@ struct Conn {
     subs: HashMap<u32, usize>,
     /// Subscribed to `*`: new symbols are added as they appear.
     wildcard: bool,
-    /// `max_rate` interval for symbols added by the wildcard.
-    wildcard_interval_ns: u64,
+    /// `max_rate` for symbols added by the wildcard.
+    wildcard_rate: f64,
     dirty: bool,
     /// The socket was full; the write task owns the draining.
     blocked: bool,
@@ -217,7 +215,7 @@ impl Core {
             if conn.closing || conn.dead {
                 continue;
             }
-            if conn.conflating || (sub.interval_ns > 0 && now < sub.next_due_ns) {
+            if conn.conflating || !sub.rate.allows(now) {
                 sub.conflator.absorb(t);
                 if !sub.pending {
                     sub.pending = true;
@@ -247,9 +245,7 @@ impl Core {
             conn.out.push_record(conn.format, record, now);
             stats.records_out.fetch_add(1, Relaxed);
             conn.stats.records_out.fetch_add(1, Relaxed);
-            if sub.interval_ns > 0 {
-                sub.next_due_ns = now + sub.interval_ns;
-            }
+            sub.rate.sent(now);
             if !conn.dirty {
                 conn.dirty = true;
                 dirty.push(sub.conn);
@@ -274,9 +270,9 @@ impl Core {
             .map(|(k, _)| k)
             .collect();
         for key in wild {
-            let interval = self.conns[key].wildcard_interval_ns;
+            let rate = self.conns[key].wildcard_rate;
             let ids: Vec<u32> = (from as u32..len as u32).collect();
-            let added = self.add_subs(key, &ids, interval, now);
+            let added = self.add_subs(key, &ids, rate, now);
             if !added.is_empty() {
                 let msg = self.symbols_message(&added);
                 self.push_control(key, &msg, now);
@@ -537,9 +533,7 @@ impl Core {
             out[i] = Some(t);
             i += 1;
         });
-        if sub.interval_ns > 0 {
-            sub.next_due_ns = now + sub.interval_ns;
-        }
+        sub.rate.sent(now);
         let conn = sub.conn;
         for t in out.into_iter().flatten() {
             self.push_tick(conn, &t, now);
@@ -560,7 +554,7 @@ impl Core {
                 return false;
             }
             let conn = &self.conns[sub.conn];
-            if conn.conflating || conn.closing || conn.dead || now < sub.next_due_ns {
+            if conn.conflating || conn.closing || conn.dead || !sub.rate.allows(now) {
                 return true;
             }
             self.release(sk, now);
@@ -603,7 +597,7 @@ impl Core {
 
     /// Subscribes `key` to `ids` it does not hold yet; retunes the rate of those it
     /// holds. Returns the newly added ids.
-    fn add_subs(&mut self, key: usize, ids: &[u32], interval_ns: u64, now: u64) -> Vec<u32> {
+    fn add_subs(&mut self, key: usize, ids: &[u32], max_rate: f64, now: u64) -> Vec<u32> {
         let mut added = Vec::new();
         for &id in ids {
             if id as usize >= self.by_symbol.len() {
@@ -611,16 +605,13 @@ impl Core {
                 self.seen_seq.resize(id as usize + 1, 0);
             }
             if let Some(&sk) = self.conns[key].subs.get(&id) {
-                let sub = &mut self.subs[sk];
-                sub.interval_ns = interval_ns;
-                sub.next_due_ns = sub.next_due_ns.min(now + interval_ns);
+                self.subs[sk].rate.retune(max_rate, now);
                 continue;
             }
             let sk = self.subs.insert(Sub {
                 conn: key,
                 last_seq: 0,
-                interval_ns,
-                next_due_ns: 0,
+                rate: RateGate::new(max_rate),
                 pending: false,
                 conflator: Conflator::new(),
             });
@@ -706,10 +697,7 @@ impl Core {
                 resume,
             } => {
                 let ids = self.resolve(&symbols)?;
-                let interval_ns = match max_rate {
-                    Some(r) if r > 0.0 => (1e9 / r) as u64,
-                    _ => 0,
-                };
+                let rate = max_rate.unwrap_or(0.0);
                 let conn = &mut self.conns[key];
                 if let Some(f) = format {
                     if f != conn.format {
@@ -719,10 +707,10 @@ impl Core {
                 }
                 if symbols == Selection::All {
                     conn.wildcard = true;
-                    conn.wildcard_interval_ns = interval_ns;
+                    conn.wildcard_rate = rate;
                 }
                 let format = conn.format;
-                let added = self.add_subs(key, &ids, interval_ns, now);
+                let added = self.add_subs(key, &ids, rate, now);
                 let names: Vec<String> = ids.iter().map(|&i| self.name(i).to_string()).collect();
                 let mut ack = json!({
                     "type": "subscribed",
@@ -890,7 +878,7 @@ impl Core {
             format: Format::Binary,
             subs: HashMap::new(),
             wildcard: false,
-            wildcard_interval_ns: 0,
+            wildcard_rate: 0.0,
             dirty: false,
             blocked: false,
             conflating: false,

@@ -1,0 +1,146 @@
+//! Resume: a client that comes back with its last sequence numbers gets every tick it
+//! missed replayed from the ring, or a flagged snapshot when the ring no longer holds
+//! the gap.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const SYMBOLS: [&str; 4] = ["SYM0", "SYM1", "SYM2", "SYM3"];
+
+/// Subscribes, reads `n` live ticks, and returns the last seq seen per symbol.
+async fn watch(addr: std::net::SocketAddr, n: usize) -> HashMap<String, u64> {
+    let mut ws = connect(addr).await;
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","symbols":SYMBOLS,"format":"json"}),
+    )
+    .await;
+    let mut names = HashMap::new();
+    let mut last = HashMap::new();
+    let mut seen = 0;
+    while seen < n || last.len() < SYMBOLS.len() {
+        if let Ok(ticks) = next_ticks(&mut ws, &mut names).await {
+            for t in ticks {
+                last.insert(t.symbol, t.seq);
+                seen += 1;
+            }
+        }
+    }
+    drop(ws);
+    last
+}
+
+/// Reconnects with `resume` and returns, per symbol, the flags of the first record
+/// after the resume point and whether the sequence continued without a gap.
+async fn come_back(
+    addr: std::net::SocketAddr,
+    resume: &HashMap<String, u64>,
+    n: usize,
+) -> HashMap<String, (Vec<String>, bool)> {
+    let mut ws = connect(addr).await;
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","symbols":SYMBOLS,"format":"json","resume":resume}),
+    )
+    .await;
+    let mut names = HashMap::new();
+    let mut last = resume.clone();
+    let mut out: HashMap<String, (Vec<String>, bool)> = HashMap::new();
+    let mut seen = 0;
+    while seen < n || out.len() < SYMBOLS.len() {
+        if let Ok(ticks) = next_ticks(&mut ws, &mut names).await {
+            for t in ticks {
+                let prev = last[&t.symbol];
+                assert!(t.seq > prev, "{}: seq {} after {prev}", t.symbol, t.seq);
+                let contiguous = t.seq == prev + 1;
+                out.entry(t.symbol.clone())
+                    .or_insert((t.flags.clone(), contiguous));
+                if !t.flags.iter().any(|f| f == "snapshot") {
+                    assert!(
+                        contiguous,
+                        "{}: gap after the first record ({prev} -> {})",
+                        t.symbol, t.seq
+                    );
+                }
+                last.insert(t.symbol, t.seq);
+                seen += 1;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn short_absence_replays_every_missed_tick() {
+    let server = start_server(config(10, 20_000));
+    let addr = server.local_addr();
+    let last = watch(addr, 400).await;
+    // 300 ms at 20,000 ticks/s is 6,000 ticks: well inside a 65,536-slot ring.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = come_back(addr, &last, 2_000).await;
+    for s in SYMBOLS {
+        let (flags, contiguous) = &first[s];
+        assert_eq!(
+            flags,
+            &vec!["replay".to_string()],
+            "{s}: missed ticks are replayed"
+        );
+        assert!(
+            contiguous,
+            "{s}: the replay starts right after the last seq seen"
+        );
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn long_absence_gets_a_flagged_snapshot() {
+    let mut cfg = config(10, 20_000);
+    cfg.ring_capacity = 1024; // about 50 ms of ticks
+    let server = start_server(cfg);
+    let addr = server.local_addr();
+    let last = watch(addr, 400).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = come_back(addr, &last, 500).await;
+    for s in SYMBOLS {
+        let (flags, _) = &first[s];
+        assert_eq!(
+            flags,
+            &vec!["snapshot".to_string()],
+            "{s}: the gap is gone from the ring"
+        );
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn resume_from_the_present_sends_nothing_old() {
+    let server = start_server(config(10, 2_000));
+    let addr = server.local_addr();
+    // A resume point ahead of everything: nothing to replay, live ticks follow it.
+    let ahead: HashMap<String, u64> = SYMBOLS.iter().map(|s| (s.to_string(), 1_000_000)).collect();
+    let mut ws = connect(addr).await;
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","symbols":SYMBOLS,"format":"json","resume":ahead}),
+    )
+    .await;
+    let mut names = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Ok(ticks)) =
+            tokio::time::timeout(Duration::from_millis(100), next_ticks(&mut ws, &mut names)).await
+        {
+            assert!(
+                ticks.is_empty(),
+                "nothing at or below the resume point is sent: {ticks:?}"
+            );
+        }
+    }
+    server.shutdown();
+}
