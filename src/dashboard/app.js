@@ -2,8 +2,10 @@
 // docs/protocol.md. Plain JS, no build step; the server embeds this file.
 //
 // Data flow: socket message -> applyTick() updates a row's model and marks it dirty
-// -> one requestAnimationFrame pass writes the changed cells. The DOM is touched at
-// most once per frame per row, however many ticks arrive.
+// -> one requestAnimationFrame pass writes the changed cells of the rows on screen.
+// The DOM is touched at most once per frame per visible row, however many ticks
+// arrive; a row scrolled out of view keeps its model current and is drawn when it
+// comes back.
 'use strict';
 
 (function () {
@@ -110,7 +112,12 @@
     tr.dataset.symbol = name;
     tr.querySelector('th').textContent = name;
     const cells = {};
-    for (const el of tr.querySelectorAll('[data-field]')) cells[el.dataset.field] = el;
+    const texts = {};
+    for (const el of tr.querySelectorAll('[data-field]')) {
+      cells[el.dataset.field] = el;
+      // Writing a text node's data is cheaper than replacing a cell's children.
+      if (el.tagName === 'TD') texts[el.dataset.field] = el.appendChild(document.createTextNode(''));
+    }
     const rm = tr.querySelector('button.remove');
     rm.setAttribute('aria-label', 'Remove ' + name);
     rm.addEventListener('click', () => removeSymbol(name));
@@ -118,7 +125,10 @@
       name,
       tr,
       cells,
+      texts,
       ctx: null,
+      /** Near the viewport (IntersectionObserver): only such rows are written. */
+      visible: false,
       // Highest seq applied per kind and its ts_recv (ns): duplicates are dropped,
       // and a lower seq with a newer ts_recv means the server numbers afresh.
       tradeSeq: 0,
@@ -147,7 +157,9 @@
     if (rows.has(name)) return rows.get(name);
     const r = makeRow(name);
     rows.set(name, r);
+    rowByTr.set(r.tr, r);
     ui.rows.appendChild(r.tr);
+    visibility.observe(r.tr);
     ui.empty.hidden = true;
     return r;
   }
@@ -156,6 +168,8 @@
     const r = rows.get(name);
     if (!r) return;
     rows.delete(name);
+    rowByTr.delete(r.tr);
+    visibility.unobserve(r.tr);
     dirty.delete(r);
     flashing.delete(r);
     sparkPending.delete(r);
@@ -309,7 +323,7 @@
   function setText(r, field, text) {
     if (r.shown[field] !== text) {
       r.shown[field] = text;
-      r.cells[field].textContent = text;
+      r.texts[field].data = text;
     }
   }
 
@@ -370,8 +384,9 @@
       if (p > max) max = p;
     }
     const span = max - min || 1;
-    const step = SPARK_W / (SPARK_POINTS - 1);
-    const x0 = SPARK_W - (pts.length - 1) * step;
+    // Fewer points than the window holds (a young session) spread over the full width.
+    const step = SPARK_W / (pts.length - 1);
+    const x0 = 0;
     const y = (p) => SPARK_H - 2 - ((p - min) / span) * (SPARK_H - 4);
     ctx.beginPath();
     ctx.moveTo(x0, y(pts[0]));
@@ -382,10 +397,18 @@
 
   function frame(now) {
     frameScheduled = false;
-    for (const r of dirty) renderRow(r);
-    dirty.clear();
+    // Rows out of view stay in `dirty` until they are scrolled into it.
+    for (const r of dirty) {
+      if (r.visible) {
+        renderRow(r);
+        dirty.delete(r);
+      }
+    }
     for (const r of flashing) {
-      if (now >= r.flashUntil) {
+      if (!r.visible) {
+        delete r.cells.last.dataset.flash;
+        flashing.delete(r);
+      } else if (now >= r.flashUntil) {
         delete r.cells.last.dataset.flash;
         flashing.delete(r);
       } else {
@@ -393,14 +416,32 @@
       }
     }
     for (const r of sparkPending) {
-      if (now - r.sparkDrawn >= SPARK_REDRAW_MS) {
+      if (r.visible && now - r.sparkDrawn >= SPARK_REDRAW_MS) {
         r.sparkDrawn = now;
         drawSpark(r);
         sparkPending.delete(r);
       }
     }
-    if (flashing.size > 0 || sparkPending.size > 0) schedule();
+    if (flashing.size > 0 || pendingVisible()) schedule();
   }
+
+  function pendingVisible() {
+    for (const r of sparkPending) if (r.visible) return true;
+    return false;
+  }
+
+  const rowByTr = new WeakMap();
+  const visibility = new IntersectionObserver(
+    (entries) => {
+      for (const e of entries) {
+        const r = rowByTr.get(e.target);
+        if (!r) continue;
+        r.visible = e.isIntersecting;
+        if (r.visible && (dirty.has(r) || sparkPending.has(r))) schedule();
+      }
+    },
+    { rootMargin: '200px 0px' },
+  );
 
   // ---------------------------------------------------------------- meters
 
@@ -584,7 +625,7 @@
         handleObject(v);
       }
     }
-    if (dirty.size > 0) schedule();
+    if (dirty.size > 0 || sparkPending.size > 0) schedule();
   }
 
   function handleObject(o) {
