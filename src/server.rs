@@ -165,6 +165,13 @@ impl ServerHandle {
         &self.shared.lvc
     }
 
+    /// Stops the feeds (they return at their next check) and leaves everything else
+    /// running, so that what is in flight can drain; used by loadgen before it
+    /// compares what it received with what the server sent.
+    pub fn stop_feeds(&self) {
+        self.feeds_stop.store(true, Ordering::Relaxed);
+    }
+
     /// A sender into the sequencer, for in-process publishers and tests.
     pub fn feed_sender(&self) -> crossbeam_channel::Sender<FeedTick> {
         self.feed_tx.clone()
