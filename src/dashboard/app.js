@@ -2,10 +2,11 @@
 // docs/protocol.md. Plain JS, no build step; the server embeds this file.
 //
 // Data flow: socket message -> applyTick() updates a row's model and marks it dirty
-// -> one requestAnimationFrame pass writes the changed cells of the rows on screen.
-// The DOM is touched at most once per frame per visible row, however many ticks
-// arrive; a row scrolled out of view keeps its model current and is drawn when it
-// comes back.
+// -> a requestAnimationFrame pass writes the changed cells of the rows on screen, at
+// most RENDER_INTERVAL_MS apart. However many ticks arrive, a visible row is written
+// at most 20 times a second (faster than anyone reads a price, and half the paint
+// work of every frame); a row scrolled out of view keeps its model current and is
+// drawn when it comes back.
 'use strict';
 
 (function () {
@@ -25,6 +26,7 @@
   const SPARK_W = 96;
   const SPARK_H = 22;
   const FLASH_MS = 350;
+  const RENDER_INTERVAL_MS = 50;
   const METER_MS = 500;
   const SEARCH_LIMIT = 50;
 
@@ -77,6 +79,8 @@
     reconnects: 0,
     shutdownNotices: 0,
     seqResets: 0,
+    replayed: 0,
+    snapshots: 0,
     lastLatencyMs: null,
     lastAck: null,
     lastError: null,
@@ -220,7 +224,7 @@
       stats.seqResets++;
     } else if (
       r.maxSeq > 0 &&
-      flags === 0 &&
+      (flags & (F_SNAPSHOT | F_CONFLATED)) === 0 &&
       !conflating &&
       settings.maxRate === 0 &&
       seq > r.maxSeq + count
@@ -229,6 +233,8 @@
     }
     if (seq > r.maxSeq) r.maxSeq = seq;
     if (flags === 0) stats.lastLatencyMs = nowMs - tsEvent / 1e6;
+    else if (flags & F_REPLAY) stats.replayed++;
+    else if (flags & F_SNAPSHOT) stats.snapshots++;
 
     if (trade) {
       r.tradeSeq = seq;
@@ -312,6 +318,7 @@
   const flashing = new Set();
   const sparkPending = new Set();
   let frameScheduled = false;
+  let renderedAt = -Infinity;
 
   function schedule() {
     if (!frameScheduled) {
@@ -397,6 +404,11 @@
 
   function frame(now) {
     frameScheduled = false;
+    if (now - renderedAt < RENDER_INTERVAL_MS) {
+      schedule();
+      return;
+    }
+    renderedAt = now;
     // Rows out of view stay in `dirty` until they are scrolled into it.
     for (const r of dirty) {
       if (r.visible) {
@@ -875,9 +887,12 @@
     }
   }
 
-  /** Read-only view for tests and the console. */
+  /** Read-only view for tests and the console, and a way to simulate a network drop. */
   window.tickcast = {
     stats,
+    drop: () => {
+      if (ws) ws.close(4000, 'simulated network drop');
+    },
     watchlist: () => watch.slice(),
     symbolsLoaded: () => allSymbols.length > 0,
     row: (name) => {

@@ -1,6 +1,7 @@
 // Drives the dashboard in headless Chromium against a real tickcast server:
-// default watchlist, symbol search, live cells, reconnect across a server restart on
-// the same port, max rate, binary mode, persistence, and 200 symbols on screen.
+// default watchlist, symbol search, live cells, resume after a dropped connection,
+// reconnect across a server restart on the same port, persistence, max rate, binary
+// mode, and 200 symbols on screen.
 //
 // Run through ./run.sh, which installs what is missing and builds the server.
 // Every wait is bounded; anything missing is a failure, never a skip.
@@ -232,6 +233,23 @@ step('the added symbols get live cells that keep changing', async () => {
   assert.ok(Number(meters.msgs.replace(/,/g, '')) > 0, `messages per second shown: ${meters.msgs}`);
   assert.match(meters.latency, /^-?\d+(\.\d)? ms$/);
   assert.ok(meters.spark > 0);
+});
+
+step('a dropped connection resumes from the last seq: missed ticks replayed, no gap', async () => {
+  const before = await stats();
+  const seqs = () => page.evaluate((syms) => syms.map((s) => window.tickcast.row(s).maxSeq), ADDED);
+  const seqBefore = await seqs();
+  await page.evaluate(() => window.tickcast.drop());
+  await page.waitForFunction((n) => window.tickcast.stats.reconnects > n, before.reconnects, { timeout: WAIT_MS });
+  await waitConnected();
+  await page.waitForFunction((n) => window.tickcast.stats.replayed > n, before.replayed, { timeout: WAIT_MS });
+  await waitCellsChange(ADDED, await cellsOf(ADDED));
+  const after = await stats();
+  const seqAfter = await seqs();
+  console.log(`drop: ${after.replayed - before.replayed} ticks replayed, ${after.snapshots - before.snapshots} snapshots`);
+  assert.equal(after.gaps, 0, 'no sequence gap');
+  assert.equal(after.snapshots, before.snapshots, 'the ring still held the gap: replay, not snapshot');
+  seqAfter.forEach((seq, i) => assert.ok(seq > seqBefore[i], `${ADDED[i]} seq ${seqBefore[i]} -> ${seq}`));
 });
 
 step('reconnects after the server restarts on the same port, and cells change again', async () => {
