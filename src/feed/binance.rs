@@ -18,8 +18,8 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::normalize::{
-    check_size, epoch_ms_or_us_to_ns, Fields, IdCheck, JsonScratch, MessageKind, NormalizeError,
-    Normalized, TradeIds,
+    check_size, epoch_ms_or_us_to_ns, object_fields, required, required_decimal, IdCheck,
+    JsonScratch, MessageKind, NormalizeError, Normalized, TradeIds,
 };
 use super::FeedTick;
 use crate::symbol::Symbol;
@@ -88,12 +88,23 @@ pub struct Trade<'a> {
 impl<'a> Trade<'a> {
     /// Reads the event object.
     pub(crate) fn from_value(v: &Value<'_, 'a>) -> Result<Trade<'a>, NormalizeError> {
+        let (mut s, mut t, mut p, mut q, mut time) = (None, None, None, None, None);
+        for (key, f) in &object_fields(v)? {
+            match key {
+                "s" => s = f.into_string(),
+                "t" => t = f.as_u64(),
+                "p" => p = f.into_string(),
+                "q" => q = f.into_string(),
+                "T" => time = f.as_u64(),
+                _ => {}
+            }
+        }
         Ok(Trade {
-            symbol: v.str_field("s")?,
-            trade_id: v.u64_field("t")?,
-            price: v.decimal_field("p")?,
-            quantity: v.decimal_field("q")?,
-            trade_time_ns: epoch_ms_or_us_to_ns(v.u64_field("T")?, "T")?,
+            symbol: required(s, "s")?,
+            trade_id: required(t, "t")?,
+            price: required_decimal(p, "p")?,
+            quantity: required_decimal(q, "q")?,
+            trade_time_ns: epoch_ms_or_us_to_ns(required(time, "T")?, "T")?,
         })
     }
 }
@@ -129,13 +140,26 @@ pub struct BookTicker<'a> {
 impl<'a> BookTicker<'a> {
     /// Reads the event object.
     pub(crate) fn from_value(v: &Value<'_, 'a>) -> Result<BookTicker<'a>, NormalizeError> {
+        let (mut s, mut u) = (None, None);
+        let (mut b, mut bq, mut a, mut aq) = (None, None, None, None);
+        for (key, f) in &object_fields(v)? {
+            match key {
+                "s" => s = f.into_string(),
+                "u" => u = f.as_u64(),
+                "b" => b = f.into_string(),
+                "B" => bq = f.into_string(),
+                "a" => a = f.into_string(),
+                "A" => aq = f.into_string(),
+                _ => {}
+            }
+        }
         Ok(BookTicker {
-            symbol: v.str_field("s")?,
-            update_id: v.u64_field("u")?,
-            bid_price: v.decimal_field("b")?,
-            bid_quantity: v.decimal_field("B")?,
-            ask_price: v.decimal_field("a")?,
-            ask_quantity: v.decimal_field("A")?,
+            symbol: required(s, "s")?,
+            update_id: required(u, "u")?,
+            bid_price: required_decimal(b, "b")?,
+            bid_quantity: required_decimal(bq, "B")?,
+            ask_price: required_decimal(a, "a")?,
+            ask_quantity: required_decimal(aq, "A")?,
         })
     }
 }
@@ -191,9 +215,9 @@ impl BinanceNormalizer {
             if let Some(stream) = root.get("stream") {
                 let stream = stream.as_str().ok_or(NormalizeError::Field("stream"))?;
                 let data = root.get("data").ok_or(NormalizeError::Field("data"))?;
-                return match stream.split('@').nth(1) {
-                    Some("trade") => trade(&data, prefix, trades),
-                    Some("bookTicker") => book_ticker(&data, prefix, now_ns),
+                return match stream_kind(stream) {
+                    "trade" => trade(&data, prefix, trades),
+                    "bookTicker" => book_ticker(&data, prefix, now_ns),
                     _ => Err(NormalizeError::unknown(stream)),
                 };
             }
@@ -218,6 +242,20 @@ impl BinanceNormalizer {
             Err(NormalizeError::unknown("<no event type>"))
         })
     }
+}
+
+/// The stream type of a combined-stream name: `btcusdt@trade` → `trade`,
+/// `btcusdt@depth@100ms` → `depth`, no `@` → `""`. A byte loop: these names are
+/// a dozen bytes, too short for `memchr` to pay off.
+fn stream_kind(stream: &str) -> &str {
+    let bytes = stream.as_bytes();
+    let Some(at) = bytes.iter().position(|&c| c == b'@') else {
+        return "";
+    };
+    let rest = &bytes[at + 1..];
+    let end = rest.iter().position(|&c| c == b'@').unwrap_or(rest.len());
+    // Both cuts are next to an ASCII '@', so they fall on char boundaries.
+    stream.get(at + 1..at + 1 + end).unwrap_or("")
 }
 
 fn trade(
@@ -413,6 +451,21 @@ mod tests {
             let mut n = BinanceNormalizer::new("BINANCE", 200);
             let e = n.normalize(msg.as_bytes(), NOW).unwrap_err();
             assert_eq!(e.label(), *label, "{msg}: {e}");
+        }
+    }
+
+    #[test]
+    fn stream_kinds() {
+        let table = [
+            ("btcusdt@trade", "trade"),
+            ("btcusdt@bookTicker", "bookTicker"),
+            ("btcusdt@depth@100ms", "depth"),
+            ("btcusdt", ""),
+            ("@", ""),
+            ("é@é", "é"),
+        ];
+        for (stream, kind) in table {
+            assert_eq!(stream_kind(stream), kind, "{stream}");
         }
     }
 

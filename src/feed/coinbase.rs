@@ -24,7 +24,8 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::normalize::{
-    check_size, Fields, IdCheck, JsonScratch, MessageKind, NormalizeError, Normalized, TradeIds,
+    check_size, object_fields, required, required_decimal, Fields, IdCheck, JsonScratch,
+    MessageKind, NormalizeError, Normalized, TradeIds,
 };
 use super::FeedTick;
 use crate::symbol::Symbol;
@@ -89,12 +90,23 @@ pub struct Match<'a> {
 impl<'a> Match<'a> {
     /// Reads the message object.
     pub(crate) fn from_value(v: &Value<'_, 'a>) -> Result<Match<'a>, NormalizeError> {
+        let (mut product, mut id, mut price, mut size, mut time) = (None, None, None, None, None);
+        for (key, f) in &object_fields(v)? {
+            match key {
+                "product_id" => product = f.into_string(),
+                "trade_id" => id = f.as_u64(),
+                "price" => price = f.into_string(),
+                "size" => size = f.into_string(),
+                "time" => time = f.into_string(),
+                _ => {}
+            }
+        }
         Ok(Match {
-            product_id: v.str_field("product_id")?,
-            trade_id: v.u64_field("trade_id")?,
-            price: v.decimal_field("price")?,
-            size: v.decimal_field("size")?,
-            time_ns: time_field(v, "time")?,
+            product_id: required(product, "product_id")?,
+            trade_id: required(id, "trade_id")?,
+            price: required_decimal(price, "price")?,
+            size: required_decimal(size, "size")?,
+            time_ns: rfc3339_ns(required(time, "time")?, "time")?,
         })
     }
 }
@@ -143,14 +155,28 @@ pub struct Ticker<'a> {
 impl<'a> Ticker<'a> {
     /// Reads the message object.
     pub(crate) fn from_value(v: &Value<'_, 'a>) -> Result<Ticker<'a>, NormalizeError> {
+        let (mut product, mut sequence, mut time) = (None, None, None);
+        let (mut bid, mut bid_size, mut ask, mut ask_size) = (None, None, None, None);
+        for (key, f) in &object_fields(v)? {
+            match key {
+                "product_id" => product = f.into_string(),
+                "sequence" => sequence = f.as_u64(),
+                "best_bid" => bid = f.into_string(),
+                "best_bid_size" => bid_size = f.into_string(),
+                "best_ask" => ask = f.into_string(),
+                "best_ask_size" => ask_size = f.into_string(),
+                "time" => time = f.into_string(),
+                _ => {}
+            }
+        }
         Ok(Ticker {
-            product_id: v.str_field("product_id")?,
-            sequence: v.u64_field("sequence")?,
-            best_bid: v.decimal_field("best_bid")?,
-            best_bid_size: v.decimal_field("best_bid_size")?,
-            best_ask: v.decimal_field("best_ask")?,
-            best_ask_size: v.decimal_field("best_ask_size")?,
-            time_ns: time_field(v, "time")?,
+            product_id: required(product, "product_id")?,
+            sequence: required(sequence, "sequence")?,
+            best_bid: required_decimal(bid, "best_bid")?,
+            best_bid_size: required_decimal(bid_size, "best_bid_size")?,
+            best_ask: required_decimal(ask, "best_ask")?,
+            best_ask_size: required_decimal(ask_size, "best_ask_size")?,
+            time_ns: rfc3339_ns(required(time, "time")?, "time")?,
         })
     }
 }
@@ -315,8 +341,7 @@ impl CoinbaseNormalizer {
 }
 
 /// An RFC 3339 UTC time (`2014-11-07T08:19:27.028459Z`) as ns since the Unix epoch.
-fn time_field(v: &Value<'_, '_>, key: &'static str) -> Result<u64, NormalizeError> {
-    let s = v.str_field(key)?;
+fn rfc3339_ns(s: &str, key: &'static str) -> Result<u64, NormalizeError> {
     let t = humantime::parse_rfc3339(s).map_err(|_| NormalizeError::Time(key))?;
     let d = t
         .duration_since(std::time::UNIX_EPOCH)
