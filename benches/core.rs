@@ -41,7 +41,7 @@ fn ring(c: &mut Criterion) {
                 p.publish(&tick(n));
             }
             for _ in 0..BATCH {
-                match r.next() {
+                match r.read() {
                     Read::Tick(t) => {
                         black_box(t);
                     }

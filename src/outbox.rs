@@ -195,7 +195,7 @@ impl Outbox {
     }
 
     /// Age of the oldest unwritten complete frame, in ns (0 when none). Conservative:
-    /// past [`MAX_MARKS`] frames it may report an older time, never a newer one.
+    /// past 64 queued frames it may report an older time, never a newer one.
     pub fn oldest_age_ns(&self, now_ns: u64) -> u64 {
         if self.pending().is_empty() {
             return 0;

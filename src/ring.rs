@@ -42,7 +42,7 @@ pub struct Reader {
     cached_head: u64,
 }
 
-/// What [`Reader::next`] found.
+/// What [`Reader::read`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
     /// The tick at the reader's position; the position advanced.
@@ -124,8 +124,8 @@ impl Publisher {
 }
 
 impl Reader {
-    /// Reads the next tick, if any.
-    pub fn next(&mut self) -> Read {
+    /// Reads the tick at this reader's position, if published, and advances.
+    pub fn read(&mut self) -> Read {
         if self.next >= self.cached_head {
             self.cached_head = self.ring.head();
             if self.next >= self.cached_head {
@@ -205,14 +205,14 @@ mod tests {
     fn reader_sees_every_tick_in_order() {
         let (mut p, ring) = Ring::new(8);
         let mut r = ring.reader();
-        assert_eq!(r.next(), Read::Empty);
+        assert_eq!(r.read(), Read::Empty);
         for s in 1..=5 {
             p.publish(&tick(s));
         }
         for s in 1..=5 {
-            assert_eq!(r.next(), Read::Tick(tick(s)));
+            assert_eq!(r.read(), Read::Tick(tick(s)));
         }
-        assert_eq!(r.next(), Read::Empty);
+        assert_eq!(r.read(), Read::Empty);
     }
 
     #[test]
@@ -221,7 +221,7 @@ mod tests {
         let mut r = ring.reader();
         for s in 1..=1000 {
             p.publish(&tick(s));
-            assert_eq!(r.next(), Read::Tick(tick(s)));
+            assert_eq!(r.read(), Read::Tick(tick(s)));
         }
         assert_eq!(ring.head(), 1000);
     }
@@ -233,15 +233,15 @@ mod tests {
         for s in 1..=3 {
             p.publish(&tick(s));
         }
-        assert_eq!(r.next(), Read::Tick(tick(1)));
+        assert_eq!(r.read(), Read::Tick(tick(1)));
         for s in 4..=10 {
             p.publish(&tick(s));
         }
-        assert_eq!(r.next(), Read::Lapped);
+        assert_eq!(r.read(), Read::Lapped);
         assert_eq!(r.resync(), 9);
-        assert_eq!(r.next(), Read::Empty);
+        assert_eq!(r.read(), Read::Empty);
         p.publish(&tick(11));
-        assert_eq!(r.next(), Read::Tick(tick(11)));
+        assert_eq!(r.read(), Read::Tick(tick(11)));
     }
 
     #[test]
@@ -263,8 +263,8 @@ mod tests {
         p.publish(&tick(1));
         let mut b = ring.reader();
         p.publish(&tick(2));
-        assert_eq!(a.next(), Read::Tick(tick(1)));
-        assert_eq!(a.next(), Read::Tick(tick(2)));
-        assert_eq!(b.next(), Read::Tick(tick(2)));
+        assert_eq!(a.read(), Read::Tick(tick(1)));
+        assert_eq!(a.read(), Read::Tick(tick(2)));
+        assert_eq!(b.read(), Read::Tick(tick(2)));
     }
 }

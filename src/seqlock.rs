@@ -128,11 +128,15 @@ mod tests {
     fn concurrent_readers_never_see_torn_values() {
         let cell = Arc::new(SeqCell::new());
         let stop = Arc::new(AtomicBool::new(false));
+        // Every reader is running before the writer starts.
+        let start = Arc::new(std::sync::Barrier::new(4));
         let readers: Vec<_> = (0..3)
             .map(|_| {
                 let cell = cell.clone();
                 let stop = stop.clone();
+                let start = start.clone();
                 std::thread::spawn(move || {
+                    start.wait();
                     let mut seen = 0u64;
                     let mut last = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -143,10 +147,14 @@ mod tests {
                             seen += 1;
                         }
                     }
-                    seen
+                    // Once the writer is done, a read always succeeds.
+                    let (stamp, words) = cell.read();
+                    assert_eq!((stamp, words), (400_000, [400_000; Tick::WORDS]));
+                    seen + 1
                 })
             })
             .collect();
+        start.wait();
         for v in 1..=200_000u64 {
             let stamp = v * 2;
             cell.write(stamp, &[stamp; Tick::WORDS]);

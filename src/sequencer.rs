@@ -156,8 +156,8 @@ mod tests {
         );
         assert_eq!(lvc.latest(0).trade, Some(a2));
         for want in [a1, b1, a2] {
-            assert_eq!(reader.next(), Read::Tick(want));
+            assert_eq!(reader.read(), Read::Tick(want));
         }
-        assert_eq!(reader.next(), Read::Empty);
+        assert_eq!(reader.read(), Read::Empty);
     }
 }

@@ -153,26 +153,17 @@ impl Stats {
 
     /// The `/stats` document.
     pub fn to_json(&self) -> Value {
-        let core = |c: &CoreStats| {
-            json!({
-                "connections": c.connections.load(Relaxed),
-                "connections_total": c.connections_total.load(Relaxed),
-                "subscriptions": c.subscriptions.load(Relaxed),
-                "ticks_in": c.ticks_in.load(Relaxed),
-                "records_out": c.records_out.load(Relaxed),
-                "frames_out": c.frames_out.load(Relaxed),
-                "bytes_out": c.bytes_out.load(Relaxed),
-                "writes": c.writes.load(Relaxed),
-                "laps": c.laps.load(Relaxed),
-                "lap_skipped": c.lap_skipped.load(Relaxed),
-                "conflated_updates": c.conflated_updates.load(Relaxed),
-                "conflation_entries": c.conflation_entries.load(Relaxed),
-                "evictions": c.evictions.load(Relaxed),
-                "buffered_bytes": c.buffered_bytes.load(Relaxed),
-                "ring_lag": c.ring_lag.load(Relaxed),
-                "protocol_errors": c.protocol_errors.load(Relaxed),
-            })
+        let core = |c: &CoreStats| -> Value {
+            CORE_FIELDS
+                .iter()
+                .map(|(name, f)| (name.to_string(), json!(f(c).load(Relaxed))))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
         };
+        let totals: serde_json::Map<_, _> = CORE_FIELDS
+            .iter()
+            .map(|(name, f)| (name.to_string(), json!(self.total(*f))))
+            .collect();
         let feeds: Vec<Value> = self
             .feeds
             .lock()
@@ -204,36 +195,33 @@ impl Stats {
                 "rejected": self.sequencer.rejected.load(Relaxed),
                 "batches": self.sequencer.batches.load(Relaxed),
             },
-            "totals": core(&self.totals()),
+            "totals": totals,
             "cores": self.cores.iter().map(core).collect::<Vec<_>>(),
             "feeds": feeds,
             "connections": conns,
         })
     }
-
-    fn totals(&self) -> CoreStats {
-        let t = CoreStats::default();
-        let pairs: [(&AtomicU64, fn(&CoreStats) -> &AtomicU64); 16] = [
-            (&t.connections, |c| &c.connections),
-            (&t.connections_total, |c| &c.connections_total),
-            (&t.subscriptions, |c| &c.subscriptions),
-            (&t.ticks_in, |c| &c.ticks_in),
-            (&t.records_out, |c| &c.records_out),
-            (&t.frames_out, |c| &c.frames_out),
-            (&t.bytes_out, |c| &c.bytes_out),
-            (&t.writes, |c| &c.writes),
-            (&t.laps, |c| &c.laps),
-            (&t.lap_skipped, |c| &c.lap_skipped),
-            (&t.conflated_updates, |c| &c.conflated_updates),
-            (&t.conflation_entries, |c| &c.conflation_entries),
-            (&t.evictions, |c| &c.evictions),
-            (&t.buffered_bytes, |c| &c.buffered_bytes),
-            (&t.ring_lag, |c| &c.ring_lag),
-            (&t.protocol_errors, |c| &c.protocol_errors),
-        ];
-        for (dst, f) in pairs {
-            dst.store(self.total(f), Relaxed);
-        }
-        t
-    }
 }
+
+/// Reads one counter of a core.
+type CoreField = fn(&CoreStats) -> &AtomicU64;
+
+/// Every core counter with its name in `/stats`.
+const CORE_FIELDS: [(&str, CoreField); 16] = [
+    ("connections", |c| &c.connections),
+    ("connections_total", |c| &c.connections_total),
+    ("subscriptions", |c| &c.subscriptions),
+    ("ticks_in", |c| &c.ticks_in),
+    ("records_out", |c| &c.records_out),
+    ("frames_out", |c| &c.frames_out),
+    ("bytes_out", |c| &c.bytes_out),
+    ("writes", |c| &c.writes),
+    ("laps", |c| &c.laps),
+    ("lap_skipped", |c| &c.lap_skipped),
+    ("conflated_updates", |c| &c.conflated_updates),
+    ("conflation_entries", |c| &c.conflation_entries),
+    ("evictions", |c| &c.evictions),
+    ("buffered_bytes", |c| &c.buffered_bytes),
+    ("ring_lag", |c| &c.ring_lag),
+    ("protocol_errors", |c| &c.protocol_errors),
+];

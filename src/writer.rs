@@ -163,7 +163,7 @@ impl Core {
         let now = now_ns();
         let mut n = 0;
         while n < max {
-            match self.reader.next() {
+            match self.reader.read() {
                 Read::Tick(t) => self.deliver(&t, now),
                 Read::Empty => break,
                 Read::Lapped => self.recover_lap(now),
@@ -375,11 +375,15 @@ impl Core {
 
     fn flush_dirty(&mut self) {
         let now = now_ns();
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            self.flush(key, now);
+        // Flushing can dirty connections again (leaving conflation releases records),
+        // so keep going until no key was added; both vectors keep their capacity.
+        let mut batch = std::mem::take(&mut self.dirty);
+        while !batch.is_empty() {
+            for key in batch.drain(..) {
+                self.flush(key, now);
+            }
+            std::mem::swap(&mut batch, &mut self.dirty);
         }
-        self.dirty = dirty;
     }
 
     /// Closes the open message and writes what the socket takes, unless the write task

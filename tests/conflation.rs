@@ -36,7 +36,7 @@ struct Truth {
 }
 
 fn body(i: u64) -> Body {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         Body::trade(
             10_000_000_000 + (i % 97) as i64 * 1_000_000,
             (1 + i % 13) as i64 * 100_000_000,
@@ -251,6 +251,13 @@ async fn stalled_subscriber_stays_in_budget_and_gets_every_update_accounted_for(
         "buffered {max_buffered} over budget {HIGH}"
     );
 
+    // The sequencer has taken every injected tick before the final values are read.
+    let injected = (SYMBOLS + 250_000) as u64;
+    let deadline = Instant::now() + WAIT;
+    while server.stats().sequencer.ticks.load(Relaxed) < injected {
+        assert!(Instant::now() < deadline, "sequencer never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Now read everything. Per symbol: the counts add up to the sequence advance, the
     // trade volume adds up to what was sent, and the last values are the cache's.
     let final_seq: HashMap<String, u64> = all
@@ -268,7 +275,18 @@ async fn stalled_subscriber_stays_in_budget_and_gets_every_update_accounted_for(
     let mut saw_conflated_record = false;
     let mut conflation_msgs = Vec::new();
     while all.iter().any(|s| last_seq[s] < final_seq[s]) {
-        match next_ticks(&mut slow, &mut names).await {
+        let Ok(msg) = tokio::time::timeout(WAIT / 2, next_ticks(&mut slow, &mut names)).await
+        else {
+            let behind: Vec<_> = all
+                .iter()
+                .filter(|s| last_seq[*s] < final_seq[*s])
+                .collect();
+            panic!(
+                "slow subscriber stuck; behind: {behind:?} last {last_seq:?} final {final_seq:?}; stats {}",
+                server.stats().to_json()
+            );
+        };
+        match msg {
             Ok(ticks) => {
                 for t in ticks {
                     assert!(t.seq > last_seq[&t.symbol], "in order");

@@ -36,7 +36,7 @@ fn stress(capacity: usize, total: u64, readers: usize, slow: bool) -> Vec<(u64, 
             std::thread::spawn(move || {
                 let (mut read, mut skipped, mut last) = (0u64, 0u64, 0u64);
                 loop {
-                    match r.next() {
+                    match r.read() {
                         Read::Tick(t) => {
                             assert_eq!(t, tick(t.seq), "torn tick at seq {}", t.seq);
                             if last != 0 {
