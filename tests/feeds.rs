@@ -806,3 +806,72 @@ fn symbols_are_namespaced_and_prefix_is_configurable() {
     assert_eq!(a.symbol, Symbol::new("ETHUSDT").unwrap());
     assert_eq!(b.symbol, Symbol::new("BN:ETHUSDT").unwrap());
 }
+
+// ---------------------------------------------------------------------------------
+// No allocation per message.
+
+/// Counts the allocations made by the current thread, so tests running in parallel
+/// do not disturb each other's counts.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's own
+// arguments, so its contract is the system allocator's; the counter is a `const`-
+// initialised thread-local `Cell`, whose access never allocates, and `try_with` makes
+// it a no-op while the thread-local is being torn down.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same layout contract as ours.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: `ptr` came from `System` with `layout`; same contract as ours.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+#[test]
+fn normalizing_allocates_nothing_per_message_once_warm() {
+    let before = allocations();
+    drop(std::hint::black_box(vec![0u8; 64]));
+    assert_eq!(allocations() - before, 1, "the counter sees this thread's allocations");
+    for venue in Venue::ALL {
+        let lines = capture_of(venue);
+        let mut n = Normalizer::new(venue, venue.default_prefix(), 65_536);
+        // The first pass grows the buffers and meets every symbol.
+        let warm: usize = lines
+            .iter()
+            .filter(|l| n.normalize(l.as_bytes(), 1).unwrap().tick.is_some())
+            .count();
+        n.reset();
+        let before = allocations();
+        let mut ticks = 0;
+        for l in &lines {
+            ticks += usize::from(n.normalize(l.as_bytes(), 1).unwrap().tick.is_some());
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "{venue}: allocations in a warm pass"
+        );
+        assert_eq!(ticks, warm);
+    }
+}
