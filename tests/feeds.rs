@@ -342,6 +342,11 @@ struct FakeExchange {
 
 impl FakeExchange {
     fn start(script: Vec<Conn>) -> FakeExchange {
+        FakeExchange::start_with(script, None)
+    }
+
+    /// The fake behind TLS (`wss://`) when `tls` is given.
+    fn start_with(script: Vec<Conn>, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeExchange {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (sub_tx, subscribes) = mpsc::channel();
         let (pong_tx, pongs) = mpsc::channel();
@@ -359,7 +364,18 @@ impl FakeExchange {
                         let (tcp, _) = listener.accept().await.unwrap();
                         let sub_tx = sub_tx.clone();
                         let pong_tx = pong_tx.clone();
-                        tokio::spawn(serve_conn(tcp, conn, sub_tx, pong_tx));
+                        match tls.clone() {
+                            None => {
+                                tokio::spawn(serve_conn(tcp, conn, sub_tx, pong_tx));
+                            }
+                            Some(acceptor) => {
+                                tokio::spawn(async move {
+                                    if let Ok(stream) = acceptor.accept(tcp).await {
+                                        serve_conn(stream, conn, sub_tx, pong_tx).await;
+                                    }
+                                });
+                            }
+                        }
                     }
                     std::future::pending::<()>().await;
                 };
@@ -400,12 +416,14 @@ impl Drop for FakeExchange {
     }
 }
 
-async fn serve_conn(
-    tcp: tokio::net::TcpStream,
+async fn serve_conn<S>(
+    tcp: S,
     conn: Conn,
     subscribes: mpsc::Sender<String>,
     pongs: mpsc::Sender<Vec<u8>>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
     };
@@ -520,6 +538,59 @@ fn each_adapter_subscribes_exactly_and_delivers_the_capture() {
         assert_eq!(feed.count(|s| &s.reconnects), 0);
         assert!(feed.count(|s| &s.last_message_ns) > 0);
     }
+}
+
+#[test]
+fn wss_goes_through_rustls() {
+    use tokio_rustls::rustls;
+    // A private CA and a certificate for 127.0.0.1 signed by it; the client trusts the
+    // CA through `ca_file`, on top of the webpki roots.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tickcast test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("tickcast-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let lines = capture(COINBASE);
+    let fake = FakeExchange::start_with(
+        vec![Conn {
+            out: texts(&lines),
+            after: After::Hold,
+        }],
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))),
+    );
+    let url = format!("wss://{}/", fake.addr);
+    let feed = RunningFeed::start(exchange_spec(Venue::Coinbase, url, |c| {
+        c.ca_file = Some(ca_file.clone());
+    }));
+    assert_eq!(fake.next_subscribe(), COINBASE_SUBSCRIBE);
+    let want = expected(Venue::Coinbase, &lines);
+    assert_matches(&feed.take(want.len()), &want);
+    assert_eq!(feed.count(|s| &s.reconnects), 0);
+    drop(feed);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -852,7 +923,11 @@ fn allocations() -> u64 {
 fn normalizing_allocates_nothing_per_message_once_warm() {
     let before = allocations();
     drop(std::hint::black_box(vec![0u8; 64]));
-    assert_eq!(allocations() - before, 1, "the counter sees this thread's allocations");
+    assert_eq!(
+        allocations() - before,
+        1,
+        "the counter sees this thread's allocations"
+    );
     for venue in Venue::ALL {
         let lines = capture_of(venue);
         let mut n = Normalizer::new(venue, venue.default_prefix(), 65_536);
