@@ -19,6 +19,8 @@
   const BACKOFF_MAX_MS = 5000;
   const STABLE_MS = 2000;
   const CONNECT_TIMEOUT_MS = 5000;
+  // A resumed symbol that receives nothing for this long is subscribed afresh.
+  const RESUME_CHECK_MS = 3000;
   const SYMBOLS_RETRY_MS = 2000;
   const SPARK_POINTS = 60;
   const SPARK_BUCKET_MS = 500;
@@ -26,6 +28,8 @@
   const SPARK_W = 96;
   const SPARK_H = 22;
   const FLASH_MS = 350;
+  // Records of one flush may arrive out of seq order; a shortfall is a gap only if it lasts.
+  const GAP_GRACE_MS = 1000;
   const RENDER_INTERVAL_MS = 50;
   const METER_MS = 500;
   const SEARCH_LIMIT = 50;
@@ -81,9 +85,11 @@
     seqResets: 0,
     replayed: 0,
     snapshots: 0,
+    resumeRefreshes: 0,
     lastLatencyMs: null,
     lastAck: null,
     lastError: null,
+    lastGap: null,
   };
 
   // ---------------------------------------------------------------- persistence
@@ -141,6 +147,15 @@
       quoteRecv: 0,
       /** Highest seq seen for the symbol: what a resume asks to continue from. */
       maxSeq: 0,
+      /**
+       * Sequence numbers accounted for by the records applied (see applyTick); below
+       * `maxSeq` for longer than GAP_GRACE_MS means updates were lost.
+       */
+      covered: 0,
+      deficitSince: null,
+      /** Ticks received, and the count when the last resume was sent. */
+      received: 0,
+      receivedAtResume: 0,
       last: null,
       bid: null,
       ask: null,
@@ -201,7 +216,6 @@
     return dp;
   }
 
-  let conflating = false;
   let nowMs = 0;
 
   /**
@@ -211,25 +225,33 @@
   function applyTick(name, seq, kind, tsEvent, tsRecv, flags, count, a, b, c, dpA, dpC) {
     const r = rows.get(name);
     if (!r) return; // unsubscribed while in flight
+    r.received++;
     stats.ticks++;
     tickWindow++;
     const trade = kind === KIND_TRADE;
+    const snapshot = (flags & F_SNAPSHOT) !== 0;
     const kindSeq = trade ? r.tradeSeq : r.quoteSeq;
     if (seq <= kindSeq) {
       const kindRecv = trade ? r.tradeRecv : r.quoteRecv;
-      if (tsRecv <= kindRecv) return; // already applied: replay overlap or repeated snapshot
+      if (tsRecv <= kindRecv) {
+        // Older than what the row shows. A snapshot repeats what the page has; any
+        // other record is a late one (merged updates flushed after newer ones): its
+        // updates are accounted for, its values are stale and not shown.
+        if (!snapshot) r.covered += count;
+        return;
+      }
       // Sequence numbers went back while ingest time went forward: a restarted server
       // numbering from 1 again. Start this symbol's sequence tracking over.
       r.tradeSeq = r.quoteSeq = r.maxSeq = 0;
+      r.covered = seq - count;
       stats.seqResets++;
-    } else if (
-      r.maxSeq > 0 &&
-      (flags & (F_SNAPSHOT | F_CONFLATED)) === 0 &&
-      !conflating &&
-      settings.maxRate === 0 &&
-      seq > r.maxSeq + count
-    ) {
-      stats.gaps++;
+    }
+    // Every seq up to `covered` is accounted for: a snapshot stands for all before it,
+    // any other record for `count` updates. checkGaps() reports a lasting shortfall.
+    if (snapshot) {
+      if (seq > r.covered) r.covered = seq;
+    } else {
+      r.covered += count;
     }
     if (seq > r.maxSeq) r.maxSeq = seq;
     if (flags === 0) stats.lastLatencyMs = nowMs - tsEvent / 1e6;
@@ -471,7 +493,25 @@
     tickWindow = 0;
     ui.latency.textContent =
       stats.lastLatencyMs === null ? '–' : stats.lastLatencyMs.toFixed(1) + ' ms';
+    checkGaps(now);
     ui.gaps.textContent = String(stats.gaps);
+  }
+
+  /** Counts a gap for each symbol whose sequence has been short for GAP_GRACE_MS. */
+  function checkGaps(now) {
+    for (const r of rows.values()) {
+      if (r.covered > r.maxSeq) r.covered = r.maxSeq;
+      if (r.covered === r.maxSeq) {
+        r.deficitSince = null;
+      } else if (r.deficitSince === null) {
+        r.deficitSince = now;
+      } else if (now - r.deficitSince >= GAP_GRACE_MS) {
+        stats.gaps++;
+        stats.lastGap = { symbol: r.name, covered: r.covered, maxSeq: r.maxSeq };
+        r.covered = r.maxSeq;
+        r.deficitSince = null;
+      }
+    }
   }
 
   function setStatus(state, text) {
@@ -490,6 +530,7 @@
   let everConnected = false;
   let openedAt = 0;
   let reconnectTimer = 0;
+  let resumeCheck = 0;
   let lastImmediate = -Infinity;
 
   function wsUrl() {
@@ -515,19 +556,43 @@
       return;
     }
     const msg = subscribeMessage(watch.slice());
+    const resumed = [];
     if (resume) {
       const from = {};
-      let any = false;
       for (const name of watch) {
         const r = rows.get(name);
         if (r && r.maxSeq > 0) {
           from[name] = r.maxSeq;
-          any = true;
+          r.receivedAtResume = r.received;
+          resumed.push(name);
         }
       }
-      if (any) msg.resume = from;
+      if (resumed.length > 0) msg.resume = from;
     }
-    send(msg);
+    if (send(msg) && resumed.length > 0) {
+      const sock = ws;
+      clearTimeout(resumeCheck);
+      resumeCheck = setTimeout(() => refreshSilent(sock, resumed), RESUME_CHECK_MS);
+    }
+  }
+
+  /**
+   * Subscribes afresh (a snapshot, no resume) the resumed symbols that have received
+   * nothing since. A server that cannot continue our sequence, such as one restarted
+   * and numbering from 1 again, might otherwise hold back ticks until its numbers pass
+   * ours; for a symbol that is merely quiet, the snapshot repeats what the page has and
+   * is dropped as a duplicate. Either way no cell stays stale.
+   */
+  function refreshSilent(sock, names) {
+    if (ws !== sock || sock.readyState !== WebSocket.OPEN) return;
+    const silent = names.filter((n) => {
+      const r = rows.get(n);
+      return r && r.received === r.receivedAtResume;
+    });
+    if (silent.length === 0) return;
+    stats.resumeRefreshes += silent.length;
+    send({ op: 'unsubscribe', symbols: silent });
+    send(subscribeMessage(silent));
   }
 
   function connect() {
@@ -554,7 +619,6 @@
       stats.connects++;
       const again = everConnected;
       everConnected = true;
-      conflating = false;
       setStatus('connected');
       note('');
       subscribeWatchlist(true);
@@ -572,6 +636,7 @@
       if (ws !== sock) return;
       ws = null;
       ui.table.dataset.stale = 'true';
+      stats.lastLatencyMs = null;
       if (openedAt && performance.now() - openedAt >= STABLE_MS) attempt = 0;
       openedAt = 0;
       if (ev.code === 1001) reconnectNow();
@@ -610,6 +675,7 @@
     const sock = ws;
     ws = null;
     ui.table.dataset.stale = 'true';
+    stats.lastLatencyMs = null;
     if (sock) {
       sock.onclose = null;
       sock.onmessage = null;
@@ -653,7 +719,8 @@
         for (const s of o.symbols) idToName.set(s.id, s.name);
         break;
       case 'conflation':
-        conflating = o.state === 'on';
+        // The page reads too slowly for the feed: the server merges updates meanwhile.
+        note(o.state === 'on' ? 'catching up: the server is merging updates' : '');
         break;
       case 'shutdown':
         onShutdownNotice();
@@ -807,10 +874,8 @@
       updateActive();
       e.preventDefault();
     } else if (e.key === 'Enter') {
-      const q = ui.search.value.trim().toUpperCase();
-      const exact = allSymbols.find((s) => s.name.toUpperCase() === q);
-      if (exact) choose(exact.name);
-      else if (active >= 0) choose(matches[active]);
+      // The highlighted match: the exact name unless the arrows moved (it sorts first).
+      if (active >= 0) choose(matches[active]);
       e.preventDefault();
     } else if (e.key === 'Escape') {
       ui.search.value = '';
