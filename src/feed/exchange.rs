@@ -320,6 +320,12 @@ async fn connect(target: &Target, tls: Option<&TlsConnector>) -> Result<Ws, Exch
     Ok(ws)
 }
 
+/// A configured time in ms as a `Duration` between 1 ms and a year, so that adding it
+/// to an `Instant` cannot overflow.
+fn bounded_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(1, 365 * 24 * 3_600 * 1_000))
+}
+
 /// Resolves once the server asks feeds to stop (checked every 50 ms).
 async fn stopping(ctx: &FeedContext) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -347,7 +353,7 @@ struct Client<'a> {
 impl Client<'_> {
     /// One connection: connect, subscribe, read until it ends.
     async fn session(&mut self, delivered: &mut bool) -> Result<End, ExchangeError> {
-        let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
+        let connect_timeout = bounded_ms(self.cfg.connect_timeout_ms);
         let mut ws =
             tokio::time::timeout(connect_timeout, connect(&self.target, self.tls.as_ref()))
                 .await
@@ -362,7 +368,7 @@ impl Client<'_> {
         status.connected.store(1, Ordering::Relaxed);
         tracing::info!(feed = %status.name, url = %self.cfg.url_for(self.venue), "connected and subscribed");
 
-        let silence = Duration::from_millis(self.cfg.heartbeat_timeout_ms.max(1));
+        let silence = bounded_ms(self.cfg.heartbeat_timeout_ms);
         let deadline = tokio::time::sleep(silence);
         tokio::pin!(deadline);
         let mut in_fragment = false;

@@ -553,6 +553,19 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for venue in Venue::ALL {
+            let mut n = Normalizer::new(venue, "", DEFAULT_MAX_MESSAGE_BYTES);
+            let open = "[".repeat(60_000);
+            assert_eq!(n.normalize(open.as_bytes(), 0).unwrap_err().label(), "truncated");
+            let deep = format!("{}{}", open, "]".repeat(60_000));
+            assert!(n.normalize(deep.as_bytes(), 0).is_err());
+            let deep = format!(r#"{{"type":{}1{}}}"#, "[".repeat(30_000), "]".repeat(30_000));
+            assert!(n.normalize(deep.as_bytes(), 0).is_err());
+        }
+    }
+
+    #[test]
     fn scratch_is_reusable_across_messages() {
         let mut s = JsonScratch::new();
         for i in 0..100u64 {

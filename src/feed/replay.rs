@@ -289,13 +289,18 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
             let Some(mut tick) = out.tick else { continue };
             let due = pacer.due(tick.ts_event);
             if let Some(offset) = due {
-                if !sleep_until(start + offset, ctx) {
+                // A capture whose times jump centuries ahead would overflow `Instant`:
+                // such a tick waits a year (in practice, until shutdown).
+                let due_at = start
+                    .checked_add(offset)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
+                if !sleep_until(due_at, ctx) {
                     break 'passes;
                 }
             }
             if cfg.rebase_time {
                 tick.ts_event = match due {
-                    Some(offset) => start_ns + offset.as_nanos() as u64,
+                    Some(offset) => start_ns.saturating_add(offset.as_nanos() as u64),
                     None => now_ns(),
                 };
             } else if tick.ts_event == 0 {
