@@ -557,10 +557,17 @@ mod tests {
         for venue in Venue::ALL {
             let mut n = Normalizer::new(venue, "", DEFAULT_MAX_MESSAGE_BYTES);
             let open = "[".repeat(60_000);
-            assert_eq!(n.normalize(open.as_bytes(), 0).unwrap_err().label(), "truncated");
+            assert_eq!(
+                n.normalize(open.as_bytes(), 0).unwrap_err().label(),
+                "truncated"
+            );
             let deep = format!("{}{}", open, "]".repeat(60_000));
             assert!(n.normalize(deep.as_bytes(), 0).is_err());
-            let deep = format!(r#"{{"type":{}1{}}}"#, "[".repeat(30_000), "]".repeat(30_000));
+            let deep = format!(
+                r#"{{"type":{}1{}}}"#,
+                "[".repeat(30_000),
+                "]".repeat(30_000)
+            );
             assert!(n.normalize(deep.as_bytes(), 0).is_err());
         }
     }
