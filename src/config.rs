@@ -77,8 +77,57 @@ pub struct Config {
     /// Largest message accepted on `/publish`, in bytes; a larger one closes the
     /// connection with code 1009. Default: 1,048,576.
     pub max_publish_message_bytes: usize,
+    /// Ping a connection after this long without hearing from it, in ms.
+    /// Default: 15,000.
+    pub ping_interval_ms: u64,
+    /// Close (code 4010, `heartbeat timeout`) and free a connection from which nothing,
+    /// not even a pong, arrived for this long, in ms. Default: 45,000.
+    pub idle_timeout_ms: u64,
+    /// Connection and message limits.
+    pub limits: Limits,
     /// The feeds to run. Default: one synthetic feed.
     pub feeds: Vec<FeedSpec>,
+}
+
+/// Limits that protect the server from too many or too demanding clients. Each one's
+/// response when hit is in `docs/operations.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open WebSocket connections in total; past it upgrades get HTTP 503.
+    /// Default: 100,000.
+    pub max_connections: usize,
+    /// Open connections from one IP address; past it upgrades get HTTP 429.
+    /// Default: 1,000.
+    pub max_connections_per_ip: usize,
+    /// Symbols one connection may hold; a subscribe past it gets an error and
+    /// subscribes nothing. Default: 10,000.
+    pub max_subscriptions_per_connection: usize,
+    /// Control messages per second per connection (sustained); messages past the
+    /// budget get an error and are dropped. Default: 50.
+    pub control_messages_per_sec: u32,
+    /// Control messages a connection may send in a burst. Default: 100.
+    pub control_burst: u32,
+    /// Time a client has to send its request headers, in ms. Default: 10,000.
+    pub handshake_timeout_ms: u64,
+    /// Browser origins allowed to connect (exact `Origin` header values); empty allows
+    /// any. Requests without an `Origin` header (non-browser clients) are always
+    /// allowed. Past it: HTTP 403. Default: empty.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_subscriptions_per_connection: 10_000,
+            control_messages_per_sec: 50,
+            control_burst: 100,
+            handshake_timeout_ms: 10_000,
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -97,6 +146,9 @@ impl Default for Config {
             stall_timeout_ms: 10_000,
             publish_token: None,
             max_publish_message_bytes: 1 << 20,
+            ping_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            limits: Limits::default(),
             feeds: vec![FeedSpec::default()],
         }
     }
@@ -148,6 +200,16 @@ impl Config {
         if self.max_publish_message_bytes < 256 {
             return Err(ConfigError::Invalid(
                 "max_publish_message_bytes must be at least 256".into(),
+            ));
+        }
+        if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
+            return Err(ConfigError::Invalid(
+                "idle_timeout_ms must be longer than ping_interval_ms (and both positive)".into(),
+            ));
+        }
+        if self.limits.control_messages_per_sec == 0 || self.limits.control_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.control_messages_per_sec and limits.control_burst must be positive".into(),
             ));
         }
         if self.max_control_message_bytes < 256 {

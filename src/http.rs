@@ -19,15 +19,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpStream;
 
-use crate::writer::{Handle, Shared};
+use std::sync::atomic::Ordering;
 
-/// Longest time a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::admission::Refusal;
+use crate::writer::{Handle, Shared};
 
 type Body = Full<Bytes>;
 
 /// Serves one accepted TCP connection.
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, core: Handle, shared: Arc<Shared>) {
+    let handshake_ms = shared.config.limits.handshake_timeout_ms;
     let svc = service_fn(move |req| {
         let core = core.clone();
         let shared = shared.clone();
@@ -35,7 +36,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, core: Handle, shared: Arc<S
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(Duration::from_millis(handshake_ms))
         .serve_connection(TokioIo::new(tcp), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -51,7 +52,7 @@ fn route(
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => upgrade(&mut req, core, peer),
+        (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer),
         (&Method::GET, "/publish") => crate::publish::upgrade(&mut req, shared, peer),
         (&Method::GET, "/healthz") => json_response(
             StatusCode::OK,
@@ -68,8 +69,16 @@ fn route(
             json_response(StatusCode::OK, &json!(list))
         }
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &shared.stats.to_json()),
+        (&Method::GET, "/metrics") => {
+            let mut r = text_response(StatusCode::OK, &crate::metrics::render(&shared.stats));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (&Method::GET, p) if crate::dashboard::serves(p) => crate::dashboard::response(p),
-        (_, "/ws" | "/healthz" | "/symbols" | "/stats") => text_response(
+        (_, "/ws" | "/healthz" | "/symbols" | "/stats" | "/metrics") => text_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET\n",
         ),
@@ -77,13 +86,42 @@ fn route(
     }
 }
 
-fn upgrade(req: &mut Request<Incoming>, core: Handle, peer: SocketAddr) -> Response<Body> {
+fn upgrade(
+    req: &mut Request<Incoming>,
+    core: Handle,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return text_response(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
         );
     }
+    let rejected = &shared.stats.rejected;
+    let allowed = &shared.config.limits.allowed_origins;
+    if let Some(origin) = req.headers().get(hyper::header::ORIGIN) {
+        if !allowed.is_empty() && !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
+            rejected.origin.fetch_add(1, Ordering::Relaxed);
+            return text_response(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+    }
+    let permit = match shared.admission.admit(peer.ip()) {
+        Ok(p) => p,
+        Err(e) => {
+            let status = match e {
+                Refusal::ServerFull(_) => {
+                    rejected.server_full.fetch_add(1, Ordering::Relaxed);
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                Refusal::PerIp(_) => {
+                    rejected.per_ip.fetch_add(1, Ordering::Relaxed);
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+            };
+            return text_response(status, &format!("{e}\n"));
+        }
+    };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(v) => v,
         Err(e) => {
@@ -104,7 +142,7 @@ fn upgrade(req: &mut Request<Incoming>, core: Handle, peer: SocketAddr) -> Respo
         let upgraded = ws.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                core.run_connection(parts.io.into_inner(), parts.read_buf, peer)
+                core.run_connection(parts.io.into_inner(), parts.read_buf, peer, permit)
                     .await
             }
             Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream"),

@@ -14,14 +14,16 @@
 //!   slot once and append encoded records to subscribers' [`outbox`]es.
 //! - [`conflate`]: what a slow or rate-limited subscription merges, sans-IO.
 //! - [`wire`]: the binary and JSON encodings; [`protocol`]: client control messages.
-//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`), and
-//!   [`dashboard`], the browser page at `/`.
+//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`,
+//!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
-//! - [`server`]: wires it all together; [`config`] holds every setting.
+//! - [`server`]: wires it all together; [`config`] holds every setting and
+//!   [`admission`] the connection limits.
 //!
 //! Values: [`tick`] is the normalized fixed-size tick, [`fixed`] its fixed-point
 //! decimals.
 
+pub mod admission;
 pub mod config;
 pub mod conflate;
 pub mod dashboard;
@@ -29,6 +31,7 @@ pub mod feed;
 pub mod fixed;
 pub mod http;
 pub mod lvc;
+pub mod metrics;
 pub mod outbox;
 pub mod park;
 pub mod protocol;

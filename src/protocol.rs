@@ -74,9 +74,12 @@ pub enum ProtocolError {
     /// The client sent a binary message on a connection that only takes text.
     #[error("binary messages are not accepted here: send JSON text control messages")]
     BinaryMessage,
-    /// More symbols in one connection than allowed.
+    /// More symbols in one connection than allowed; nothing was subscribed.
     #[error("too many subscriptions: at most {0} symbols per connection")]
     TooManySymbols(usize),
+    /// Control messages faster than the connection's budget; the message was dropped.
+    #[error("rate limit: at most {0} control messages per second; message dropped")]
+    RateLimited(u32),
 }
 
 fn quoted(names: &[String]) -> String {
@@ -293,5 +296,42 @@ mod tests {
         assert_eq!(v["message"], "unknown symbol \"FOO\"");
         assert_eq!(v["symbols"], json!(["FOO"]));
         assert_eq!(v["id"], "x");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Arbitrary bytes never panic the parser.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes);
+        }
+
+        /// Structured but hostile JSON: any op, any field types, deep nesting.
+        #[test]
+        fn hostile_json_never_panics(
+            op in prop_oneof![Just("subscribe".to_string()), Just("unsubscribe".to_string()), ".{0,12}"],
+            symbols in proptest::collection::vec(".{0,40}", 0..20),
+            rate in any::<f64>(),
+            depth in 0usize..200,
+        ) {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let text = format!(
+                r#"{{"op":{},"symbols":{},"max_rate":{},"format":{nested},"resume":{{"A":{nested}}}}}"#,
+                serde_json::to_string(&op).unwrap(),
+                serde_json::to_string(&symbols).unwrap(),
+                if rate.is_finite() { rate.to_string() } else { "1e999".into() },
+            );
+            let (_, result) = parse(text.as_bytes());
+            if let Ok(ClientMessage::Subscribe { max_rate: Some(r), .. }) = result {
+                prop_assert!(r.is_finite() && r >= 0.0);
+            }
+        }
     }
 }

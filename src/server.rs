@@ -91,6 +91,10 @@ impl Server {
             ring,
             stats: stats.clone(),
             publish: crate::publish::Inlet::new(publish_tx, publish_status),
+            admission: crate::admission::Admission::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
         });
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::feed::FeedStatus;
@@ -132,6 +133,34 @@ pub struct Stats {
     pub conns: Mutex<BTreeMap<u64, Arc<ConnStats>>>,
     /// Next connection id.
     pub next_conn_id: AtomicU64,
+    /// Per core: ingest-to-write latency (write time − `ts_recv`, ns) of every tick
+    /// written, cumulative. Each core publishes its own copy here about once a second,
+    /// so the hot path never takes this lock.
+    pub latency: Vec<Mutex<Histogram<u64>>>,
+    /// Connections refused before the upgrade, by reason.
+    pub rejected: Rejections,
+    /// Connections closed because the peer stopped answering pings.
+    pub heartbeat_timeouts: AtomicU64,
+    /// Control messages dropped by the per-connection rate limit.
+    pub control_rate_limited: AtomicU64,
+}
+
+/// Upgrades refused, by reason (see `docs/operations.md`).
+#[derive(Debug, Default)]
+pub struct Rejections {
+    /// `max_connections` reached: HTTP 503.
+    pub server_full: AtomicU64,
+    /// `max_connections_per_ip` reached: HTTP 429.
+    pub per_ip: AtomicU64,
+    /// Missing, malformed, expired or badly signed token: HTTP 401.
+    pub auth: AtomicU64,
+    /// `Origin` not in the allowlist: HTTP 403.
+    pub origin: AtomicU64,
+}
+
+/// A latency histogram in ns: 1 ns to 1 hour, 3 significant figures.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
 impl Stats {
@@ -139,6 +168,9 @@ impl Stats {
     pub fn new(cores: usize, sequencer: Arc<SequencerStats>) -> Stats {
         Stats {
             cores: (0..cores).map(|_| CoreStats::default()).collect(),
+            latency: (0..cores)
+                .map(|_| Mutex::new(new_latency_histogram()))
+                .collect(),
             sequencer,
             ..Stats::default()
         }
@@ -156,13 +188,13 @@ impl Stats {
         let core = |c: &CoreStats| -> Value {
             CORE_FIELDS
                 .iter()
-                .map(|(name, f)| (name.to_string(), json!(f(c).load(Relaxed))))
+                .map(|(name, _, _, f)| (name.to_string(), json!(f(c).load(Relaxed))))
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
         let totals: serde_json::Map<_, _> = CORE_FIELDS
             .iter()
-            .map(|(name, f)| (name.to_string(), json!(self.total(*f))))
+            .map(|(name, _, _, f)| (name.to_string(), json!(self.total(*f))))
             .collect();
         let feeds: Vec<Value> = self
             .feeds
@@ -204,24 +236,110 @@ impl Stats {
 }
 
 /// Reads one counter of a core.
-type CoreField = fn(&CoreStats) -> &AtomicU64;
+pub type CoreField = fn(&CoreStats) -> &AtomicU64;
 
-/// Every core counter with its name in `/stats`.
-const CORE_FIELDS: [(&str, CoreField); 16] = [
-    ("connections", |c| &c.connections),
-    ("connections_total", |c| &c.connections_total),
-    ("subscriptions", |c| &c.subscriptions),
-    ("ticks_in", |c| &c.ticks_in),
-    ("records_out", |c| &c.records_out),
-    ("frames_out", |c| &c.frames_out),
-    ("bytes_out", |c| &c.bytes_out),
-    ("writes", |c| &c.writes),
-    ("laps", |c| &c.laps),
-    ("lap_skipped", |c| &c.lap_skipped),
-    ("conflated_updates", |c| &c.conflated_updates),
-    ("conflation_entries", |c| &c.conflation_entries),
-    ("evictions", |c| &c.evictions),
-    ("buffered_bytes", |c| &c.buffered_bytes),
-    ("ring_lag", |c| &c.ring_lag),
-    ("protocol_errors", |c| &c.protocol_errors),
+/// Whether a core counter only grows (a Prometheus counter) or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// Every core counter: its name in `/stats`, its kind and what it counts.
+pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 16] = [
+    (
+        "connections",
+        Kind::Gauge,
+        "Open WebSocket connections.",
+        |c| &c.connections,
+    ),
+    (
+        "connections_total",
+        Kind::Counter,
+        "WebSocket connections accepted.",
+        |c| &c.connections_total,
+    ),
+    (
+        "subscriptions",
+        Kind::Gauge,
+        "Live subscriptions (connection x symbol).",
+        |c| &c.subscriptions,
+    ),
+    (
+        "ticks_in",
+        Kind::Counter,
+        "Ticks read from the ring.",
+        |c| &c.ticks_in,
+    ),
+    (
+        "records_out",
+        Kind::Counter,
+        "Records queued to connections.",
+        |c| &c.records_out,
+    ),
+    (
+        "frames_out",
+        Kind::Counter,
+        "WebSocket messages queued to connections.",
+        |c| &c.frames_out,
+    ),
+    (
+        "bytes_out",
+        Kind::Counter,
+        "Bytes written to sockets.",
+        |c| &c.bytes_out,
+    ),
+    ("writes", Kind::Counter, "Write system calls.", |c| {
+        &c.writes
+    }),
+    (
+        "laps",
+        Kind::Counter,
+        "Times the core was lapped by the ring.",
+        |c| &c.laps,
+    ),
+    (
+        "lap_skipped",
+        Kind::Counter,
+        "Ring positions skipped because of laps.",
+        |c| &c.lap_skipped,
+    ),
+    (
+        "conflated_updates",
+        Kind::Counter,
+        "Updates merged instead of sent (conflation or max_rate).",
+        |c| &c.conflated_updates,
+    ),
+    (
+        "conflation_entries",
+        Kind::Counter,
+        "Times a connection entered conflation.",
+        |c| &c.conflation_entries,
+    ),
+    (
+        "evictions",
+        Kind::Counter,
+        "Connections closed as slow consumers.",
+        |c| &c.evictions,
+    ),
+    (
+        "buffered_bytes",
+        Kind::Gauge,
+        "Bytes queued in connection outboxes.",
+        |c| &c.buffered_bytes,
+    ),
+    (
+        "ring_lag",
+        Kind::Gauge,
+        "Ring positions published but not yet read by the core.",
+        |c| &c.ring_lag,
+    ),
+    (
+        "protocol_errors",
+        Kind::Counter,
+        "Client messages answered with an error.",
+        |c| &c.protocol_errors,
+    ),
 ];

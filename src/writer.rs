@@ -56,6 +56,8 @@ const MAX_SLOTS_PER_BATCH: usize = 4096;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code for a server shutdown ("going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a peer that stopped answering pings.
+pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4010;
 /// Close code for a control message over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// How long a closing connection may take to flush and say goodbye.
@@ -76,6 +78,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// The `/publish` endpoint's sender into the sequencer.
     pub publish: crate::publish::Inlet,
+    /// Connection limits.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// One subscription: a connection's interest in one symbol.
@@ -113,6 +117,13 @@ struct Conn {
     /// The socket failed; the connection is being torn down.
     dead: bool,
     last_progress_ns: u64,
+    /// Last time anything arrived from the peer (a frame of any kind).
+    last_seen_ns: u64,
+    /// Last ping sent.
+    last_ping_ns: u64,
+    /// Control-message budget (token bucket): tokens left, and when last refilled.
+    tokens: f64,
+    tokens_at_ns: u64,
     /// `out.frames` already added to the core's `frames_out`.
     frames_reported: u64,
     /// `out.queued()` already added to the core's `buffered_bytes`.
@@ -140,6 +151,13 @@ struct Core {
     /// Highest sequence this core has read from the ring, per symbol id: what a
     /// resume must replay up to.
     seen_seq: Vec<u64>,
+    /// `ts_recv` of the ticks queued to at least one connection in this batch.
+    batch_ts: Vec<u64>,
+    /// Ingest-to-write latency since the last publication to `Stats::latency`.
+    latency: hdrhistogram::Histogram<u64>,
+    last_publish_ns: u64,
+    /// Last scan of every connection for stalls and heartbeats.
+    last_scan_ns: u64,
 }
 
 impl Core {
@@ -174,6 +192,10 @@ impl Core {
             self.stats().ticks_in.fetch_add(n as u64, Relaxed);
             self.stats().ring_lag.store(self.reader.lag(), Relaxed);
             self.flush_dirty();
+            let written = now_ns();
+            for ts in self.batch_ts.drain(..) {
+                self.latency.saturating_record(written.saturating_sub(ts));
+            }
         }
         n
     }
@@ -205,6 +227,7 @@ impl Core {
             ..
         } = self;
         let stats = &shared.stats.cores[*id];
+        let mut queued = false;
         for &sk in &by_symbol[sym] {
             let sub = &mut subs[sk];
             if t.seq <= sub.last_seq {
@@ -243,6 +266,7 @@ impl Core {
                 }
             };
             conn.out.push_record(conn.format, record, now);
+            queued = true;
             stats.records_out.fetch_add(1, Relaxed);
             conn.stats.records_out.fetch_add(1, Relaxed);
             sub.rate.sent(now);
@@ -255,6 +279,9 @@ impl Core {
             {
                 enter_conflation(conn, stats, now);
             }
+        }
+        if queued {
+            self.batch_ts.push(t.ts_recv);
         }
     }
 
@@ -549,6 +576,15 @@ impl Core {
     /// connections.
     fn on_timer(&mut self) {
         let now = now_ns();
+        if now.saturating_sub(self.last_publish_ns) >= 1_000_000_000 {
+            self.last_publish_ns = now;
+            let mut shared = self.shared.stats.latency[self.id]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if shared.add(&self.latency).is_ok() {
+                self.latency.reset();
+            }
+        }
         let mut pending = std::mem::take(&mut self.pending);
         pending.retain(|&sk| {
             let Some(sub) = self.subs.get(sk) else {
@@ -575,18 +611,38 @@ impl Core {
         for key in drained {
             self.maybe_leave_conflation(key, now);
         }
-        let stall_ns = self.shared.config.stall_timeout_ms * 1_000_000;
-        let stalled: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                !c.closing
-                    && !c.dead
-                    && !c.out.pending().is_empty()
-                    && now.saturating_sub(c.last_progress_ns) > stall_ns
-            })
-            .map(|(k, _)| k)
-            .collect();
+        if now.saturating_sub(self.last_scan_ns) >= 100_000_000 {
+            self.last_scan_ns = now;
+            self.scan_connections(now);
+        }
+        self.flush_dirty();
+    }
+
+    /// Every 100 ms: evicts connections whose queue made no progress for
+    /// `stall_timeout_ms`, pings quiet ones, and closes those silent for
+    /// `idle_timeout_ms` (a vanished peer never answers the ping).
+    fn scan_connections(&mut self, now: u64) {
+        let cfg = &self.shared.config;
+        let stall_ns = cfg.stall_timeout_ms * 1_000_000;
+        let ping_ns = cfg.ping_interval_ms * 1_000_000;
+        let idle_ns = cfg.idle_timeout_ms * 1_000_000;
+        let mut stalled = Vec::new();
+        let mut silent = Vec::new();
+        let mut ping = Vec::new();
+        for (k, c) in self.conns.iter() {
+            if c.closing || c.dead {
+                continue;
+            }
+            if !c.out.pending().is_empty() && now.saturating_sub(c.last_progress_ns) > stall_ns {
+                stalled.push(k);
+            } else if now.saturating_sub(c.last_seen_ns) > idle_ns {
+                silent.push(k);
+            } else if now.saturating_sub(c.last_seen_ns) > ping_ns
+                && now.saturating_sub(c.last_ping_ns) > ping_ns
+            {
+                ping.push(k);
+            }
+        }
         for key in stalled {
             self.stats().evictions.fetch_add(1, Relaxed);
             tracing::info!(
@@ -596,7 +652,45 @@ impl Core {
             );
             self.close(key, CLOSE_SLOW_CONSUMER, "slow consumer", true, now);
         }
-        self.flush_dirty();
+        for key in silent {
+            self.shared.stats.heartbeat_timeouts.fetch_add(1, Relaxed);
+            tracing::info!(
+                core = self.id,
+                conn = self.conns[key].stats.id,
+                "closing silent connection"
+            );
+            self.close(key, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout", true, now);
+            // Nobody will read the close frame: free the connection now.
+            if let Some(c) = self.conns.get_mut(key) {
+                c.dead = true;
+                c.close_wake.notify_one();
+            }
+        }
+        for key in ping {
+            let conn = &mut self.conns[key];
+            conn.last_ping_ns = now;
+            conn.out.push_frame(OP_PING, &now.to_be_bytes(), now);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Takes one control message from `key`'s budget; false when it is spent.
+    fn take_token(&mut self, key: usize, now: u64) -> bool {
+        let limits = &self.shared.config.limits;
+        let conn = &mut self.conns[key];
+        let elapsed = now.saturating_sub(conn.tokens_at_ns) as f64 / 1e9;
+        conn.tokens = (conn.tokens + elapsed * f64::from(limits.control_messages_per_sec))
+            .min(f64::from(limits.control_burst));
+        conn.tokens_at_ns = now;
+        if conn.tokens >= 1.0 {
+            conn.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Subscribes `key` to `ids` it does not hold yet; retunes the rate of those it
@@ -676,6 +770,14 @@ impl Core {
     /// Handles one text message from a client.
     fn on_text(&mut self, key: usize, text: &[u8]) {
         let now = now_ns();
+        if !self.take_token(key, now) {
+            self.shared.stats.control_rate_limited.fetch_add(1, Relaxed);
+            let e = ProtocolError::RateLimited(self.shared.config.limits.control_messages_per_sec);
+            let reply = protocol::error_message(&e, None);
+            self.push_control(key, &reply, now);
+            self.flush_dirty();
+            return;
+        }
         let (id, msg) = protocol::parse(text);
         let result = msg.and_then(|m| self.apply(key, m, id.as_ref(), now));
         if let Err(e) = result {
@@ -701,6 +803,12 @@ impl Core {
                 resume,
             } => {
                 let ids = self.resolve(&symbols)?;
+                let max_subs = self.shared.config.limits.max_subscriptions_per_connection;
+                let held = &self.conns[key].subs;
+                let new = ids.iter().filter(|id| !held.contains_key(id)).count();
+                if held.len() + new > max_subs {
+                    return Err(ProtocolError::TooManySymbols(max_subs));
+                }
                 let rate = max_rate.unwrap_or(0.0);
                 let conn = &mut self.conns[key];
                 if let Some(f) = format {
@@ -889,6 +997,10 @@ impl Core {
             closing: false,
             dead: false,
             last_progress_ns: now_ns(),
+            last_seen_ns: now_ns(),
+            last_ping_ns: 0,
+            tokens: f64::from(self.shared.config.limits.control_burst),
+            tokens_at_ns: now_ns(),
             frames_reported: 0,
             buffered_reported: 0,
             write_wake: Rc::new(Notify::new()),
@@ -998,6 +1110,10 @@ async fn run(
         names: Vec::new(),
         json: Vec::with_capacity(512),
         seen_seq: Vec::new(),
+        batch_ts: Vec::with_capacity(MAX_SLOTS_PER_BATCH),
+        latency: crate::stats::new_latency_histogram(),
+        last_publish_ns: 0,
+        last_scan_ns: 0,
     }));
     let accept = tokio::task::spawn_local(accept_loop(listener, core.clone(), shared.clone()));
     let timer = tokio::task::spawn_local(timer_loop(core.clone()));
@@ -1070,7 +1186,13 @@ pub struct Handle(Rc<RefCell<Core>>);
 impl Handle {
     /// Runs an upgraded WebSocket connection on this core until it closes.
     /// `prefix` holds bytes the HTTP layer read past the handshake.
-    pub async fn run_connection(self, tcp: TcpStream, prefix: Bytes, peer: SocketAddr) {
+    pub async fn run_connection(
+        self,
+        tcp: TcpStream,
+        prefix: Bytes,
+        peer: SocketAddr,
+        permit: crate::admission::Permit,
+    ) {
         let core = self.0;
         let sock = Rc::new(tcp);
         let key = core.borrow_mut().register(sock.clone(), peer);
@@ -1131,6 +1253,11 @@ impl Handle {
                 f = ws.read_frame(&mut send) => f,
             };
             let mut c = core.borrow_mut();
+            if frame.is_ok() {
+                if let Some(conn) = c.conns.get_mut(key) {
+                    conn.last_seen_ns = now_ns();
+                }
+            }
             match frame {
                 Ok(f) => match f.opcode {
                     OpCode::Text => c.on_text(key, &f.payload),
@@ -1179,6 +1306,7 @@ impl Handle {
         finish_connection(&core, key, &sock, &write_wake).await;
         writer.abort();
         core.borrow_mut().unregister(key);
+        drop(permit);
     }
 }
 
