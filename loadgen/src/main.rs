@@ -58,6 +58,9 @@ struct RunArgs {
     /// Scenarios file [default: the built-in loadgen/scenarios.toml].
     #[arg(long)]
     scenarios: Option<PathBuf>,
+    /// Name of the run in reports and plot legends [default: the scenario's, or custom].
+    #[arg(long)]
+    name: Option<String>,
     /// Subscriber endpoint, e.g. ws://127.0.0.1:9001/ws; without it loadgen starts a
     /// tickcast server in this process on 127.0.0.1:0.
     #[arg(long)]
@@ -172,6 +175,9 @@ impl RunArgs {
             symbols => symbols,
             server_workers => server_workers,
         );
+        if let Some(name) = &self.name {
+            s.name = name.clone();
+        }
         if self.url.is_some() {
             s.url = self.url.clone();
         }

@@ -97,6 +97,10 @@ pub struct Summary {
     pub threads: usize,
     /// When the run started, seconds since the Unix epoch.
     pub started_unix_s: u64,
+    /// Time taken to open and subscribe every connection, seconds (0 in summaries
+    /// written before it was recorded).
+    #[serde(default)]
+    pub connect_s: f64,
     /// Length of the measured window, seconds.
     pub measured_s: f64,
     /// How latency was measured.
@@ -355,7 +359,11 @@ impl Summary {
         } else {
             self.url.clone()
         };
-        let _ = writeln!(s, "  server: {server}; {} client thread(s)", self.threads);
+        let _ = writeln!(
+            s,
+            "  server: {server}; {} client thread(s); connections up in {:.1} s",
+            self.threads, self.connect_s
+        );
         if st.publish_rate > 0 {
             let _ = writeln!(
                 s,
@@ -532,6 +540,7 @@ mod tests {
             in_process_server: true,
             threads: 1,
             started_unix_s: 0,
+            connect_s: 0.5,
             measured_s: 1.0,
             clock: "CLOCK_REALTIME".into(),
             percentiles_ns: Percentiles::of(&h),

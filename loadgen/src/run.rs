@@ -217,7 +217,9 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
     settings.validate()?;
     let s = settings;
     let in_process = s.url.is_none();
-    let fds = s.connections as u64 * if in_process { 2 } else { 1 } + 512;
+    // Each connection is one socket here, and one more in an in-process server; the
+    // margin covers listeners, epoll and the like.
+    let fds = s.connections as u64 * if in_process { 2 } else { 1 } + 128;
     let nofile = raise_nofile(fds)?;
     if progress {
         eprintln!("loadgen: RLIMIT_NOFILE {nofile} (need about {fds})");
@@ -329,6 +331,7 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
     drop(prog_tx);
 
     // Connect phase.
+    let connect_started = Instant::now();
     let n = s.connections as u64;
     let mut last_print = Instant::now();
     while live.connected.load(Relaxed) + live.failed.load(Relaxed) < n
@@ -353,6 +356,8 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
             threads
         );
     }
+
+    let connect_s = connect_started.elapsed().as_secs_f64();
 
     // Warm-up and measurement.
     let t0 = now_ns();
@@ -503,6 +508,7 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         in_process_server: in_process,
         threads,
         started_unix_s,
+        connect_s,
         measured_s: s.duration_s,
         clock: "receipt time (CLOCK_REALTIME) - ts_event, client and server on the same host"
             .into(),
