@@ -248,6 +248,42 @@ impl Core {
                 conn.stats.conflated_updates.fetch_add(1, Relaxed);
                 continue;
             }
+            if sub.pending {
+                // Merged updates are still waiting (the rate was just raised): they go
+                // first, merged with this tick, so sequence order holds.
+                sub.conflator.absorb(t);
+                sub.pending = false;
+                let mut merged: [Option<Tick>; 2] = [None, None];
+                let mut i = 0;
+                sub.conflator.drain(|m| {
+                    merged[i] = Some(m);
+                    i += 1;
+                });
+                for m in merged.into_iter().flatten() {
+                    let mut rec = [0u8; RECORD_SIZE];
+                    let mut text = Vec::new();
+                    let bytes: &[u8] = match conn.format {
+                        Format::Binary => {
+                            wire::encode_record(&m, &mut rec);
+                            &rec
+                        }
+                        Format::Json => {
+                            wire::write_json_tick(&m, name.as_str(), &mut text);
+                            &text
+                        }
+                    };
+                    conn.out.push_record(conn.format, bytes, now);
+                    stats.records_out.fetch_add(1, Relaxed);
+                    conn.stats.records_out.fetch_add(1, Relaxed);
+                }
+                queued = true;
+                sub.rate.sent(now);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    dirty.push(sub.conn);
+                }
+                continue;
+            }
             let record: &[u8] = match conn.format {
                 Format::Binary => {
                     if !bin_ready {
@@ -906,7 +942,11 @@ impl Core {
         let mut open: HashMap<u32, (u64, u64)> = HashMap::new();
         for (&sym, &from) in resume {
             let seen = self.seen_seq.get(sym as usize).copied().unwrap_or(0);
-            if seen <= from {
+            if from > self.shared.lvc.latest(sym).seq() {
+                // A sequence this server never reached: the client's numbers come from
+                // another run (a restart). Only a snapshot can bring it up to date.
+                out.insert(sym, None);
+            } else if seen <= from {
                 out.insert(sym, Some(Vec::new()));
             } else {
                 open.insert(sym, (from, seen));
