@@ -69,7 +69,7 @@ fn start_server(s: &Settings, token: &str) -> anyhow::Result<ServerHandle> {
     } else {
         Vec::new()
     };
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("valid address"),
         workers: s.server_workers,
         pin_cores: s.pin,
@@ -77,6 +77,11 @@ fn start_server(s: &Settings, token: &str) -> anyhow::Result<ServerHandle> {
         publish_token: (s.publish_rate > 0).then(|| token.to_string()),
         ..Config::default()
     };
+    // Every loadgen connection comes from 127.0.0.1: lift the per-address cap (the
+    // publisher and the HTTP requests need a few more).
+    let wanted = s.connections + 16;
+    config.limits.max_connections_per_ip = config.limits.max_connections_per_ip.max(wanted);
+    config.limits.max_connections = config.limits.max_connections.max(wanted);
     let server = Server::start(config).map_err(|e| anyhow!("cannot start tickcast: {e}"))?;
     // Publishers and subscribers need the names before the first tick.
     for i in 0..s.symbols {

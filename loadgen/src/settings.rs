@@ -95,7 +95,9 @@ pub struct Settings {
     /// Scenario name, for reports and plot legends. Default: `custom`.
     pub name: String,
     /// Subscriber endpoint, `ws://host:port/ws`; `None` starts a tickcast server in
-    /// this process on `127.0.0.1:0`. Default: `None`.
+    /// this process on `127.0.0.1:0` (with `limits.max_connections_per_ip` raised to
+    /// fit the run). An external tickcast must allow as many connections from one
+    /// address (`[limits] max_connections_per_ip`, default 1,000). Default: `None`.
     pub url: Option<String>,
     /// Subscriber connections. Default: 100.
     pub connections: usize,
