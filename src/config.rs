@@ -85,6 +85,9 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Connection and message limits.
     pub limits: Limits,
+    /// Subscriber authentication; absent (the default) lets anyone subscribe to
+    /// anything, as suits a local demo.
+    pub auth: Option<crate::auth::AuthConfig>,
     /// The feeds to run. Default: one synthetic feed.
     pub feeds: Vec<FeedSpec>,
 }
@@ -149,6 +152,7 @@ impl Default for Config {
             ping_interval_ms: 15_000,
             idle_timeout_ms: 45_000,
             limits: Limits::default(),
+            auth: None,
             feeds: vec![FeedSpec::default()],
         }
     }

@@ -106,6 +106,27 @@ fn upgrade(
             return text_response(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
     }
+    let entitlements = match &shared.config.auth {
+        None => None,
+        Some(cfg) => {
+            let header = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match crate::auth::authenticate(cfg, header, req.uri().query()) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    rejected.auth.fetch_add(1, Ordering::Relaxed);
+                    let mut r = text_response(StatusCode::UNAUTHORIZED, &format!("{e}\n"));
+                    r.headers_mut().insert(
+                        hyper::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    );
+                    return r;
+                }
+            }
+        }
+    };
     let permit = match shared.admission.admit(peer.ip()) {
         Ok(p) => p,
         Err(e) => {
@@ -142,8 +163,14 @@ fn upgrade(
         let upgraded = ws.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                core.run_connection(parts.io.into_inner(), parts.read_buf, peer, permit)
-                    .await
+                core.run_connection(
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    peer,
+                    permit,
+                    entitlements,
+                )
+                .await
             }
             Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream"),
         }

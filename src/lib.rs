@@ -18,12 +18,13 @@
 //!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`server`]: wires it all together; [`config`] holds every setting and
-//!   [`admission`] the connection limits.
+//!   [`admission`] and [`auth`] decide who may connect and subscribe.
 //!
 //! Values: [`tick`] is the normalized fixed-size tick, [`fixed`] its fixed-point
 //! decimals.
 
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod conflate;
 pub mod dashboard;

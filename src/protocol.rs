@@ -71,6 +71,9 @@ pub enum ProtocolError {
     /// Symbols the server does not know; nothing was subscribed.
     #[error("unknown symbol{} {}", if .0.len() == 1 { "" } else { "s" }, quoted(.0))]
     UnknownSymbols(Vec<String>),
+    /// Symbols outside the client's entitlements; nothing was subscribed.
+    #[error("not entitled to symbol{} {}", if .0.len() == 1 { "" } else { "s" }, quoted(.0))]
+    NotEntitled(Vec<String>),
     /// The client sent a binary message on a connection that only takes text.
     #[error("binary messages are not accepted here: send JSON text control messages")]
     BinaryMessage,
@@ -203,7 +206,7 @@ fn selection(obj: &Map<String, Value>) -> Result<Selection, ProtocolError> {
 /// The `{"type":"error",…}` reply for `err`.
 pub fn error_message(err: &ProtocolError, id: Option<&Value>) -> Vec<u8> {
     let mut v = json!({"type": "error", "message": err.to_string()});
-    if let ProtocolError::UnknownSymbols(names) = err {
+    if let ProtocolError::UnknownSymbols(names) | ProtocolError::NotEntitled(names) = err {
         v["symbols"] = json!(names);
     }
     with_id(v, id)

@@ -121,6 +121,8 @@ struct Conn {
     last_seen_ns: u64,
     /// Last ping sent.
     last_ping_ns: u64,
+    /// What an authenticated client may subscribe to; `None` when auth is off.
+    entitlements: Option<Arc<crate::auth::Entitlements>>,
     /// Control-message budget (token bucket): tokens left, and when last refilled.
     tokens: f64,
     tokens_at_ns: u64,
@@ -334,7 +336,13 @@ impl Core {
             .collect();
         for key in wild {
             let rate = self.conns[key].wildcard_rate;
-            let ids: Vec<u32> = (from as u32..len as u32).collect();
+            let ent = self.conns[key].entitlements.clone();
+            let ids: Vec<u32> = (from as u32..len as u32)
+                .filter(|&id| {
+                    ent.as_ref()
+                        .is_none_or(|e| e.allows(self.name(id).as_str()))
+                })
+                .collect();
             let added = self.add_subs(key, &ids, rate, now);
             if !added.is_empty() {
                 let msg = self.symbols_message(&added);
@@ -782,22 +790,40 @@ impl Core {
     }
 
     /// Resolves a selection to ids, or the names that are unknown.
-    fn resolve(&mut self, sel: &Selection) -> Result<Vec<u32>, ProtocolError> {
+    /// Entitled ids only: a wildcard quietly covers what the client may see, an
+    /// explicit name outside its entitlements is an error.
+    fn resolve(&mut self, key: usize, sel: &Selection) -> Result<Vec<u32>, ProtocolError> {
+        let ent = self.conns[key].entitlements.clone();
         match sel {
-            Selection::All => Ok((0..self.shared.symbols.len() as u32).collect()),
+            Selection::All => {
+                let all: Vec<u32> = (0..self.shared.symbols.len() as u32).collect();
+                Ok(match ent {
+                    None => all,
+                    Some(e) => all
+                        .into_iter()
+                        .filter(|&id| e.allows(self.name(id).as_str()))
+                        .collect(),
+                })
+            }
             Selection::Names(names) => {
                 let mut ids = Vec::with_capacity(names.len());
                 let mut unknown = Vec::new();
+                let mut refused = Vec::new();
                 for n in names {
                     match self.shared.symbols.id_of(n) {
+                        Some(_) if ent.as_ref().is_some_and(|e| !e.allows(n)) => {
+                            refused.push(n.clone())
+                        }
                         Some(id) => ids.push(id),
                         None => unknown.push(n.clone()),
                     }
                 }
-                if unknown.is_empty() {
-                    Ok(ids)
-                } else {
+                if !refused.is_empty() {
+                    Err(ProtocolError::NotEntitled(refused))
+                } else if !unknown.is_empty() {
                     Err(ProtocolError::UnknownSymbols(unknown))
+                } else {
+                    Ok(ids)
                 }
             }
         }
@@ -838,8 +864,15 @@ impl Core {
                 max_rate,
                 resume,
             } => {
-                let ids = self.resolve(&symbols)?;
-                let max_subs = self.shared.config.limits.max_subscriptions_per_connection;
+                let ids = self.resolve(key, &symbols)?;
+                let max_subs = self.conns[key]
+                    .entitlements
+                    .as_ref()
+                    .and_then(|e| e.max_subscriptions)
+                    .map_or(
+                        self.shared.config.limits.max_subscriptions_per_connection,
+                        |m| m.min(self.shared.config.limits.max_subscriptions_per_connection),
+                    );
                 let held = &self.conns[key].subs;
                 let new = ids.iter().filter(|id| !held.contains_key(id)).count();
                 if held.len() + new > max_subs {
@@ -916,7 +949,7 @@ impl Core {
                         self.conns[key].wildcard = false;
                         self.conns[key].subs.keys().copied().collect()
                     }
-                    Selection::Names(_) => self.resolve(&symbols)?,
+                    Selection::Names(_) => self.resolve(key, &symbols)?,
                 };
                 let mut removed = Vec::new();
                 for sym in ids {
@@ -1039,6 +1072,7 @@ impl Core {
             last_progress_ns: now_ns(),
             last_seen_ns: now_ns(),
             last_ping_ns: 0,
+            entitlements: None,
             tokens: f64::from(self.shared.config.limits.control_burst),
             tokens_at_ns: now_ns(),
             frames_reported: 0,
@@ -1232,10 +1266,12 @@ impl Handle {
         prefix: Bytes,
         peer: SocketAddr,
         permit: crate::admission::Permit,
+        entitlements: Option<crate::auth::Entitlements>,
     ) {
         let core = self.0;
         let sock = Rc::new(tcp);
         let key = core.borrow_mut().register(sock.clone(), peer);
+        core.borrow_mut().conns[key].entitlements = entitlements.map(Arc::new);
         let (write_wake, close_wake, max_msg) = {
             let c = core.borrow();
             let conn = &c.conns[key];

@@ -1,0 +1,130 @@
+//! Authentication at the upgrade and entitlements at subscribe, with real clients.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+use tickcast::auth::{AuthConfig, Claims};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+const SECRET: &str = "test-secret";
+
+fn token(secret: &str, exp: u64, symbols: &[&str], max_subscriptions: Option<usize>) -> String {
+    let claims = Claims {
+        sub: Some("desk-7".into()),
+        exp,
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        max_subscriptions,
+    };
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn in_an_hour() -> u64 {
+    tickcast::feed::now_ns() / 1_000_000_000 + 3_600
+}
+
+async fn status_of(url: &str, bearer: Option<&str>) -> Result<Ws, u16> {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(t) = bearer {
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_and_entitlements_bound_subscriptions() {
+    let mut cfg = config(20, 2_000);
+    cfg.auth = Some(AuthConfig {
+        jwt_secret: SECRET.into(),
+        allow_query_token: true,
+        leeway_secs: 0,
+    });
+    let server = start_server(cfg);
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/ws");
+
+    // Every kind of bad token is refused before the upgrade.
+    assert_eq!(status_of(&url, None).await.err(), Some(401), "missing");
+    assert_eq!(
+        status_of(&url, Some("garbage")).await.err(),
+        Some(401),
+        "malformed"
+    );
+    let expired = token(SECRET, 1_000, &["*"], None);
+    assert_eq!(
+        status_of(&url, Some(&expired)).await.err(),
+        Some(401),
+        "expired"
+    );
+    let forged = token("another-secret", in_an_hour(), &["*"], None);
+    assert_eq!(
+        status_of(&url, Some(&forged)).await.err(),
+        Some(401),
+        "bad signature"
+    );
+    assert_eq!(
+        server
+            .stats()
+            .rejected
+            .auth
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+
+    // A good token in the header: its patterns bound what can be subscribed.
+    let good = token(SECRET, in_an_hour(), &["SYM1*", "SYM2"], Some(3));
+    let mut ws = status_of(&url, Some(&good))
+        .await
+        .expect("valid token accepted");
+    send_json(&mut ws, json!({"op":"subscribe","symbols":["SYM1","SYM3"]})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["message"], "not entitled to symbol \"SYM3\"");
+    assert_eq!(e["symbols"], json!(["SYM3"]));
+    // The wildcard covers only what the token allows: SYM1, SYM10..SYM19, SYM2 —
+    // thirteen symbols, past the token's own limit of three.
+    send_json(&mut ws, json!({"op":"subscribe","symbols":["*"]})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        e["message"],
+        "too many subscriptions: at most 3 symbols per connection"
+    );
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","symbols":["SYM1","SYM10","SYM2"],"format":"json"}),
+    )
+    .await;
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+
+    // The same token in the query string, as a browser sends it.
+    let (mut browser, _) = tokio_tungstenite::connect_async(format!("{url}?token={good}"))
+        .await
+        .expect("query token");
+    send_json(&mut browser, json!({"op":"subscribe","symbols":["SYM2"]})).await;
+    assert_eq!(next_json(&mut browser).await["type"], "subscribed");
+
+    // The authenticated client keeps streaming after the refusals.
+    let mut names = std::collections::HashMap::new();
+    let mut got = 0;
+    while got < 20 {
+        if let Ok(ticks) = next_ticks(&mut ws, &mut names).await {
+            for t in ticks {
+                assert!(["SYM1", "SYM10", "SYM2"].contains(&t.symbol.as_str()));
+                got += 1;
+            }
+        }
+    }
+    server.shutdown();
+}
