@@ -17,6 +17,8 @@
 //! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`,
 //!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
+//! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
+//!   resume); [`capture`] files record its sessions for the replay feed.
 //! - [`server`]: wires it all together; [`config`] holds every setting and
 //!   [`admission`] and [`auth`] decide who may connect and subscribe.
 //!
@@ -25,6 +27,8 @@
 
 pub mod admission;
 pub mod auth;
+pub mod capture;
+pub mod client;
 pub mod config;
 pub mod conflate;
 pub mod dashboard;
