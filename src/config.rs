@@ -74,6 +74,15 @@ pub struct Config {
     /// Token a publisher must present to use `/publish` (as `?token=` or
     /// `Authorization: Bearer`); `None` disables the endpoint. Default: `None`.
     pub publish_token: Option<String>,
+    /// What this node does: `standalone` (feeds, sequencer and clients on one node),
+    /// `ingest` (the same, and it publishes every sequenced batch to NATS) or `edge`
+    /// (no feeds: its ticks come from the ingest through NATS). Default: `standalone`.
+    pub role: crate::bus::Role,
+    /// NATS server(s) of an `ingest` or `edge` node, comma-separated URLs.
+    /// Default: `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// Subjects, queues and timeouts of the NATS bus (`[bus]`).
+    pub bus: crate::bus::BusConfig,
     /// Largest message accepted on `/publish`, in bytes; a larger one closes the
     /// connection with code 1009. Default: 1,048,576.
     pub max_publish_message_bytes: usize,
@@ -148,6 +157,9 @@ impl Default for Config {
             max_queue_age_ms: 1_000,
             stall_timeout_ms: 10_000,
             publish_token: None,
+            role: crate::bus::Role::Standalone,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            bus: crate::bus::BusConfig::default(),
             max_publish_message_bytes: 1 << 20,
             ping_interval_ms: 15_000,
             idle_timeout_ms: 45_000,
@@ -221,6 +233,7 @@ impl Config {
                 "max_control_message_bytes must be at least 256".into(),
             ));
         }
+        crate::bus::validate(self)?;
         Ok(())
     }
 

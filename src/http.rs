@@ -54,10 +54,11 @@ fn route(
     match (req.method(), path.as_str()) {
         (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer),
         (&Method::GET, "/publish") => crate::publish::upgrade(&mut req, shared, peer),
-        (&Method::GET, "/healthz") => json_response(
-            StatusCode::OK,
-            &json!({"status": "ok", "symbols": shared.symbols.len()}),
-        ),
+        (&Method::GET, "/healthz") => {
+            // An edge without a snapshot yet answers 503, so load balancers wait.
+            let (status, body) = shared.stats.bus.healthz(shared.symbols.len());
+            json_response(status, &body)
+        }
         (&Method::GET, "/symbols") => {
             let list: Vec<_> = shared
                 .symbols

@@ -19,6 +19,8 @@
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
 //!   resume); [`capture`] files record its sessions for the replay feed.
+//! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
+//!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
 //! - [`server`]: wires it all together; [`config`] holds every setting and
 //!   [`admission`] and [`auth`] decide who may connect and subscribe.
 //!
@@ -27,6 +29,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod bus;
 pub mod capture;
 pub mod client;
 pub mod config;

@@ -135,6 +135,18 @@ impl LvcWriter {
         cell.write(cell.stamp_relaxed() + 2, &tick.to_words());
     }
 
+    /// Forgets every value of `symbol_id` (an edge node following an ingest that
+    /// restarted without this symbol): readers find no trade and no quote. The running
+    /// trade totals stay, since they only ever grow.
+    pub fn clear(&mut self, symbol_id: u32) {
+        let Some(e) = self.cache.entries.get(symbol_id as usize) else {
+            return;
+        };
+        for cell in [&e.trade, &e.quote] {
+            cell.write(cell.stamp_relaxed() + 2, &[0; Tick::WORDS]);
+        }
+    }
+
     /// The cache this writer updates.
     pub fn cache(&self) -> &Arc<LastValueCache> {
         &self.cache
@@ -182,5 +194,9 @@ mod tests {
         assert_eq!(order, vec![2, 3]);
         assert_eq!(c.trade_totals(1), (2, 12));
         assert_eq!(c.latest(99), Latest::default());
+        w.clear(1);
+        assert_eq!(c.latest(1), Latest::default());
+        w.update(&q);
+        assert_eq!(c.latest(1).quote, Some(q));
     }
 }

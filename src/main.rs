@@ -51,6 +51,15 @@ struct ServeArgs {
     /// Do not pin writer cores to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// What this node does: `standalone`, `ingest` (publishes every sequenced batch
+    /// to NATS) or `edge` (no feeds: fans out the ingest's ticks from NATS)
+    /// [default: standalone].
+    #[arg(long)]
+    role: Option<tickcast::bus::Role>,
+    /// NATS server URL(s) of an ingest or edge, comma-separated
+    /// [default: nats://127.0.0.1:4222].
+    #[arg(long = "nats")]
+    nats_url: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +95,12 @@ fn build_config(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if args.no_pin {
         config.pin_cores = false;
+    }
+    if let Some(role) = args.role {
+        config.role = role;
+    }
+    if let Some(url) = args.nats_url {
+        config.nats_url = url;
     }
     if !args.feeds.is_empty() {
         config.feeds = args.feeds;

@@ -150,6 +150,8 @@ pub fn render(stats: &Stats) -> String {
     }
     drop(feeds);
 
+    stats.bus.render_metrics(&mut out);
+
     let name = "tickcast_ingest_to_write_latency_seconds";
     header(
         &mut out,

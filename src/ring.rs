@@ -23,6 +23,14 @@ pub struct Ring {
     mask: u64,
     /// Number of ticks ever published; position `head - 1` is the newest.
     head: CachePadded<AtomicU64>,
+    /// Resynchronisations marked by the producer ([`Publisher::mark_resync`]); readers
+    /// compare it with the last one they handled, once per batch.
+    resyncs: CachePadded<AtomicU64>,
+    /// The number of the latest resynchronisation that was a restart (sequences
+    /// started over); 0 for none.
+    restart: AtomicU64,
+    /// Position of the latest resynchronisation: a resume never replays from below it.
+    floor: AtomicU64,
 }
 
 /// The single writer of a [`Ring`]. Not `Clone`: one producer is the invariant that
@@ -64,6 +72,9 @@ impl Ring {
             slots,
             mask: capacity as u64 - 1,
             head: CachePadded::new(AtomicU64::new(0)),
+            resyncs: CachePadded::new(AtomicU64::new(0)),
+            restart: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
         });
         (
             Publisher {
@@ -82,6 +93,26 @@ impl Ring {
     /// Number of ticks published so far (acquire: the slots below it are complete).
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// How many resynchronisations the producer has marked (acquire: the last-value
+    /// cache already holds the values it restored). A reader that sees a number it has
+    /// not handled yet brings its subscribers up to date from the cache.
+    pub fn resync_generation(&self) -> u64 {
+        self.resyncs.load(Ordering::Acquire)
+    }
+
+    /// The number of the latest resynchronisation that was a restart, when the source's
+    /// sequence numbers started over (0: none). Read after [`Ring::resync_generation`].
+    pub fn restart_generation(&self) -> u64 {
+        self.restart.load(Ordering::Relaxed)
+    }
+
+    /// The position of the latest resynchronisation. Below it the ring may miss ticks
+    /// (lost upstream) or hold an earlier run's sequence numbers, so a resume never
+    /// replays from there.
+    pub fn replay_floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
     }
 
     /// A reader starting at the current head: it sees ticks published from now on.
@@ -115,6 +146,21 @@ impl Publisher {
         self.ring.slots[(pos & self.ring.mask) as usize].write(2 * pos + 2, &tick.to_words());
         self.next = pos + 1;
         self.ring.head.store(self.next, Ordering::Release);
+    }
+
+    /// Marks a resynchronisation: the producer's source lost its place (an edge node
+    /// missed ticks from its ingest, or the ingest restarted, `restart`) and the
+    /// last-value cache now holds fresh values that did not come through the ring.
+    /// Readers notice at their next batch ([`Ring::resync_generation`]) and send their
+    /// subscribers those values flagged snapshot. Call it after the cache is updated.
+    pub fn mark_resync(&mut self, restart: bool) {
+        let generation = self.ring.resyncs.load(Ordering::Relaxed) + 1;
+        self.ring.floor.store(self.next, Ordering::Relaxed);
+        if restart {
+            self.ring.restart.store(generation, Ordering::Relaxed);
+        }
+        // Publishes the floor, the restart mark and the cache writes before it.
+        self.ring.resyncs.store(generation, Ordering::Release);
     }
 
     /// The ring this publisher writes.
@@ -254,6 +300,23 @@ mod tests {
         assert_eq!(ring.get(2), Some(tick(3)));
         assert_eq!(ring.get(5), Some(tick(6)));
         assert_eq!(ring.get(6), None, "not yet published");
+    }
+
+    #[test]
+    fn resync_marks_generation_floor_and_restart() {
+        let (mut p, ring) = Ring::new(8);
+        assert_eq!((ring.resync_generation(), ring.replay_floor()), (0, 0));
+        p.publish(&tick(1));
+        p.publish(&tick(2));
+        p.mark_resync(false);
+        assert_eq!(ring.resync_generation(), 1);
+        assert_eq!(ring.replay_floor(), 2);
+        assert_eq!(ring.restart_generation(), 0);
+        p.publish(&tick(3));
+        p.mark_resync(true);
+        assert_eq!(ring.resync_generation(), 2);
+        assert_eq!(ring.restart_generation(), 2);
+        assert_eq!(ring.replay_floor(), 3);
     }
 
     #[test]

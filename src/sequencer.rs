@@ -5,6 +5,11 @@
 //! updates the last-value cache, publishes into the ring, and after each batch wakes
 //! the writer cores that are parked. [`Sequencer::sequence`] is the whole logic without
 //! the channel or the clock, so it is tested directly.
+//!
+//! Scale-out adds two things (see [`crate::bus`]): on an ingest node, a [`BatchSink`]
+//! gets every batch once it is published, to put it on the bus; on an edge node, no
+//! feed runs and [`Sequencer::publish_sequenced`] publishes ticks that already carry
+//! the ingest's sequence numbers, checking that each symbol's numbers follow on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +27,42 @@ use crate::tick::{Flags, Tick};
 /// Most ticks taken from the channel before the cores are woken: bounds the delay a
 /// burst adds to its first tick.
 const MAX_BATCH: usize = 256;
+
+/// One published batch, as handed to a [`BatchSink`].
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The ticks, in publication order.
+    pub ticks: &'a [Tick],
+    /// Id of the first symbol in `new_symbols`.
+    pub new_symbols_from: u32,
+    /// Symbols interned since the previous batch, in id order (usually none): a
+    /// receiver that knows every earlier id learns these ids' names.
+    pub new_symbols: &'a [Symbol],
+}
+
+/// Receives every batch the sequencer publishes, in order, on the sequencer's thread:
+/// an ingest node's way onto the bus. It must not block: the sequencer waits for it.
+pub trait BatchSink: Send {
+    /// Takes one batch, after the ring and the cache have it.
+    fn publish(&mut self, batch: &Batch<'_>);
+}
+
+/// How an already-sequenced tick followed its symbol's previous one
+/// ([`Sequencer::publish_sequenced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// The next sequence number: published as is.
+    Next,
+    /// Sequence numbers were skipped (`missed` of them): published flagged snapshot,
+    /// since earlier updates were not delivered.
+    Gap {
+        /// Sequence numbers missing before this tick.
+        missed: u64,
+    },
+    /// At or below the last sequence number published: already delivered (or covered
+    /// by a snapshot), so dropped.
+    Duplicate,
+}
 
 /// Counters of the sequencer, read by `/stats` and `/metrics`.
 #[derive(Debug, Default)]
@@ -45,6 +86,22 @@ pub struct Sequencer {
     lvc: LvcWriter,
     ring: Publisher,
     stats: Arc<SequencerStats>,
+    /// Where each batch goes after publication (ingest nodes only).
+    sink: Option<Box<dyn BatchSink>>,
+    /// The current batch's ticks, kept only when there is a sink.
+    batch: Vec<Tick>,
+    /// Symbol ids below this were handed to the sink already.
+    announced: usize,
+    /// A symbol was interned since the last batch: the sink may need new names.
+    announce_pending: bool,
+    /// Scratch for the names of newly interned symbols.
+    new_names: Vec<Symbol>,
+}
+
+impl std::fmt::Debug for dyn BatchSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchSink")
+    }
 }
 
 impl Sequencer {
@@ -62,7 +119,19 @@ impl Sequencer {
             lvc,
             ring,
             stats,
+            sink: None,
+            batch: Vec::new(),
+            announced: 0,
+            announce_pending: false,
+            new_names: Vec::new(),
         }
+    }
+
+    /// Hands every batch to `sink` after publishing it (an ingest node's bus).
+    pub fn with_sink(mut self, sink: Box<dyn BatchSink>) -> Sequencer {
+        self.sink = Some(sink);
+        self.batch.reserve(MAX_BATCH);
+        self
     }
 
     /// Sequences one feed tick received at `ts_recv`: returns the tick as published.
@@ -72,6 +141,7 @@ impl Sequencer {
             None => {
                 let id = self.symbols.intern(ft.symbol)?;
                 self.ids.insert(ft.symbol, id);
+                self.announce_pending = true;
                 id
             }
         };
@@ -94,7 +164,102 @@ impl Sequencer {
         self.lvc.update(&tick);
         self.ring.publish(&tick);
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        if self.sink.is_some() {
+            self.batch.push(tick);
+        }
         Ok(tick)
+    }
+
+    /// Publishes a tick that was sequenced elsewhere (an edge node's copy of its
+    /// ingest's tick), keeping its sequence number: the cache, then the ring, like
+    /// [`Sequencer::sequence`]. A tick that does not follow its symbol's last one is
+    /// flagged snapshot when numbers were skipped, and dropped when it is not newer.
+    pub fn publish_sequenced(&mut self, tick: &Tick) -> Continuity {
+        let idx = tick.symbol_id as usize;
+        if idx >= self.seqs.len() {
+            self.seqs.resize(idx + 1, 0);
+        }
+        let last = self.seqs[idx];
+        let continuity = if tick.seq <= last {
+            return Continuity::Duplicate;
+        } else if tick.seq == last + 1 {
+            Continuity::Next
+        } else {
+            Continuity::Gap {
+                missed: tick.seq - last - 1,
+            }
+        };
+        self.seqs[idx] = tick.seq;
+        let tick = match continuity {
+            Continuity::Gap { .. } => Tick {
+                flags: tick.flags.with(Flags::SNAPSHOT),
+                ..*tick
+            },
+            _ => *tick,
+        };
+        self.lvc.update(&tick);
+        self.ring.publish(&tick);
+        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        continuity
+    }
+
+    /// The last sequence number published for `symbol_id` (0: none).
+    pub fn last_seq(&self, symbol_id: u32) -> u64 {
+        self.seqs.get(symbol_id as usize).copied().unwrap_or(0)
+    }
+
+    /// Takes a value from a snapshot of the source (an edge resynchronising from its
+    /// ingest): it becomes the cached value of its kind when it is newer than the
+    /// cached one, and the symbol's sequence moves up to it. It does not go through the
+    /// ring: readers pick it up from the cache after [`Sequencer::mark_resync`].
+    pub fn restore(&mut self, tick: &Tick) {
+        let cached = self.lvc.cache().get(tick.symbol_id, tick.body.kind());
+        if cached.is_none_or(|c| c.seq < tick.seq) {
+            self.lvc.update(tick);
+        }
+        let idx = tick.symbol_id as usize;
+        if idx >= self.seqs.len() {
+            self.seqs.resize(idx + 1, 0);
+        }
+        self.seqs[idx] = self.seqs[idx].max(tick.seq);
+    }
+
+    /// Forgets everything about `symbol_id`'s values and sequence (the source restarted
+    /// and numbers start over); [`Sequencer::restore`] then sets the new ones.
+    pub fn forget(&mut self, symbol_id: u32) {
+        self.lvc.clear(symbol_id);
+        if let Some(s) = self.seqs.get_mut(symbol_id as usize) {
+            *s = 0;
+        }
+    }
+
+    /// Tells the readers that the cache was resynchronised from outside the ring
+    /// ([`Publisher::mark_resync`]); `restart` when sequence numbers started over.
+    pub fn mark_resync(&mut self, restart: bool) {
+        self.ring.mark_resync(restart);
+    }
+
+    /// Hands the batch published since the last call to the sink, with the names of
+    /// symbols interned meanwhile.
+    fn hand_to_sink(&mut self) {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        self.new_names.clear();
+        let from = self.announced;
+        if self.announce_pending {
+            self.announce_pending = false;
+            self.symbols.names_since(from, &mut self.new_names);
+            self.announced += self.new_names.len();
+        }
+        if !self.batch.is_empty() || !self.new_names.is_empty() {
+            sink.publish(&Batch {
+                ticks: &self.batch,
+                new_symbols_from: from as u32,
+                new_symbols: &self.new_names,
+            });
+        }
+        self.batch.clear();
     }
 
     /// Runs until every feed has dropped its sender: takes a batch, sequences it, wakes
@@ -109,6 +274,7 @@ impl Sequencer {
                 }
             }
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.hand_to_sink();
             for core in &cores {
                 core.wake(false);
             }
@@ -159,5 +325,93 @@ mod tests {
             assert_eq!(reader.read(), Read::Tick(want));
         }
         assert_eq!(reader.read(), Read::Empty);
+    }
+
+    /// What a sink saw of one batch: its seqs, the first new id, the new names.
+    type Seen = (Vec<u64>, u32, Vec<String>);
+
+    #[derive(Default)]
+    struct Collect(Arc<std::sync::Mutex<Vec<Seen>>>);
+
+    impl BatchSink for Collect {
+        fn publish(&mut self, b: &Batch<'_>) {
+            let names = b.new_symbols.iter().map(|s| s.to_string()).collect();
+            let seqs = b.ticks.iter().map(|t| t.seq).collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push((seqs, b.new_symbols_from, names));
+        }
+    }
+
+    #[test]
+    fn sink_gets_each_batch_with_new_names() {
+        let symbols = Arc::new(SymbolTable::new(8));
+        // A feed may intern up front: the names still reach the sink in id order.
+        symbols.intern(Symbol::new("PRE").unwrap()).unwrap();
+        let (lvc_w, _lvc) = LastValueCache::new(8);
+        let (publisher, _ring) = Ring::new(16);
+        let sink = Collect::default();
+        let seen = sink.0.clone();
+        let s = Sequencer::new(symbols, lvc_w, publisher, Arc::default()).with_sink(Box::new(sink));
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let ft = |name: &str| FeedTick {
+            symbol: Symbol::new(name).unwrap(),
+            ts_event: 1,
+            body: Body::trade(1, 1),
+        };
+        for n in ["A", "B", "A"] {
+            tx.send(ft(n)).unwrap();
+        }
+        drop(tx);
+        s.run(rx, Vec::new());
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![(vec![1, 1, 2], 0, vec!["PRE".into(), "A".into(), "B".into()])]
+        );
+    }
+
+    #[test]
+    fn publish_sequenced_keeps_numbers_and_flags_gaps() {
+        let symbols = Arc::new(SymbolTable::new(4));
+        let (lvc_w, lvc) = LastValueCache::new(4);
+        let (publisher, ring) = Ring::new(16);
+        let mut reader = ring.reader();
+        let mut s = Sequencer::new(symbols, lvc_w, publisher, Arc::default());
+        let t = |seq: u64| Tick {
+            symbol_id: 2,
+            seq,
+            ts_event: 1,
+            ts_recv: 2,
+            flags: Flags::empty(),
+            count: 1,
+            body: Body::trade(seq as i64, 1),
+        };
+        assert_eq!(s.publish_sequenced(&t(1)), Continuity::Next);
+        assert_eq!(s.publish_sequenced(&t(2)), Continuity::Next);
+        assert_eq!(s.publish_sequenced(&t(2)), Continuity::Duplicate);
+        assert_eq!(s.publish_sequenced(&t(5)), Continuity::Gap { missed: 2 });
+        assert_eq!(reader.read(), Read::Tick(t(1)));
+        assert_eq!(reader.read(), Read::Tick(t(2)));
+        let flagged = Tick {
+            flags: Flags::SNAPSHOT,
+            ..t(5)
+        };
+        assert_eq!(reader.read(), Read::Tick(flagged));
+        assert_eq!(reader.read(), Read::Empty);
+        assert_eq!(s.last_seq(2), 5);
+
+        // A snapshot value older than the cache changes nothing; a newer one wins.
+        s.restore(&t(4));
+        assert_eq!(lvc.latest(2).trade, Some(flagged));
+        s.restore(&t(9));
+        assert_eq!((lvc.latest(2).trade, s.last_seq(2)), (Some(t(9)), 9));
+        // After a restart the numbers start over.
+        s.forget(2);
+        assert_eq!((lvc.latest(2).trade, s.last_seq(2)), (None, 0));
+        assert_eq!(s.publish_sequenced(&t(1)), Continuity::Next);
+        s.mark_resync(true);
+        assert_eq!(ring.restart_generation(), 1);
     }
 }

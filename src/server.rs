@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::bus::{self, BusStatus, Role};
 use crate::config::{Config, ConfigError};
 use crate::feed::{self, FeedContext, FeedStatus, FeedTick};
 use crate::lvc::LastValueCache;
@@ -70,7 +71,9 @@ impl Server {
             })?;
 
         let seq_stats = Arc::new(SequencerStats::default());
-        let stats = Arc::new(Stats::new(workers, seq_stats.clone()));
+        let mut stats = Stats::new(workers, seq_stats.clone());
+        stats.bus = BusStatus::new(config.role);
+        let stats = Arc::new(stats);
         let symbols = Arc::new(SymbolTable::new(config.max_symbols));
         let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
         let (publisher, ring) = Ring::new(config.ring_capacity);
@@ -112,15 +115,53 @@ impl Server {
             );
         }
 
-        let parkers = cores.iter().map(|c| c.parker.clone()).collect();
-        let sequencer = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
-        let mut others = vec![std::thread::Builder::new()
-            .name("sequencer".into())
-            .spawn(move || sequencer.run(rx, parkers))
-            .map_err(ServerError::Spawn)?];
+        let parkers: Vec<_> = cores.iter().map(|c| c.parker.clone()).collect();
+        let mut sequencer = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
+        let mut others = Vec::new();
+        // Roles (`bus`): an ingest hands every batch to the bus; an edge runs no feed
+        // and no sequencer thread, its bus thread publishes the ingest's ticks.
+        let feeds: &[feed::FeedSpec] = match config.role {
+            Role::Standalone | Role::Ingest => {
+                if config.role == Role::Ingest {
+                    let (sink, thread) = bus::publisher::start(bus::publisher::PublisherContext {
+                        config: config.clone(),
+                        symbols: symbols.clone(),
+                        lvc: shared.lvc.clone(),
+                        stats: stats.clone(),
+                        epoch: feed::now_ns(),
+                        shutdown: shutdown_rx.clone(),
+                    })
+                    .map_err(ServerError::Spawn)?;
+                    others.push(thread);
+                    sequencer = sequencer.with_sink(Box::new(sink));
+                }
+                others.push(
+                    std::thread::Builder::new()
+                        .name("sequencer".into())
+                        .spawn(move || sequencer.run(rx, parkers))
+                        .map_err(ServerError::Spawn)?,
+                );
+                &config.feeds
+            }
+            Role::Edge => {
+                drop(rx);
+                let edge = bus::edge::Edge::new(sequencer, symbols.clone(), stats.clone());
+                others.push(
+                    bus::edge::spawn(bus::edge::EdgeContext {
+                        config: config.clone(),
+                        edge,
+                        cores: parkers,
+                        stats: stats.clone(),
+                        shutdown: shutdown_rx.clone(),
+                    })
+                    .map_err(ServerError::Spawn)?,
+                );
+                &[]
+            }
+        };
 
         let feeds_stop = Arc::new(AtomicBool::new(false));
-        for spec in &config.feeds {
+        for spec in feeds {
             let status = Arc::new(FeedStatus::new(feed::name(spec)));
             stats
                 .feeds
@@ -135,7 +176,7 @@ impl Server {
             };
             others.push(feed::spawn(spec, ctx).map_err(ServerError::Spawn)?);
         }
-        tracing::info!(%addr, workers, feeds = config.feeds.len(), "tickcast serving");
+        tracing::info!(%addr, workers, feeds = feeds.len(), role = %config.role, "tickcast serving");
         Ok(ServerHandle {
             addr,
             shared,

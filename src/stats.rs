@@ -143,6 +143,8 @@ pub struct Stats {
     pub heartbeat_timeouts: AtomicU64,
     /// Control messages dropped by the per-connection rate limit.
     pub control_rate_limited: AtomicU64,
+    /// The NATS bus of an ingest or edge node (idle on a standalone node).
+    pub bus: crate::bus::BusStatus,
 }
 
 /// Upgrades refused, by reason (see `docs/operations.md`).
@@ -231,6 +233,7 @@ impl Stats {
             "cores": self.cores.iter().map(core).collect::<Vec<_>>(),
             "feeds": feeds,
             "connections": conns,
+            "bus": self.bus.to_json(),
         })
     }
 }

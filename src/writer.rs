@@ -160,6 +160,8 @@ struct Core {
     last_publish_ns: u64,
     /// Last scan of every connection for stalls and heartbeats.
     last_scan_ns: u64,
+    /// The ring's resynchronisation count already handled (see `recover_resync`).
+    resync_seen: u64,
 }
 
 impl Core {
@@ -181,6 +183,10 @@ impl Core {
     /// Reads up to `max` ring slots, delivers them, and flushes. Returns the slots read.
     fn pump(&mut self, max: usize) -> usize {
         let now = now_ns();
+        let resyncs = self.shared.ring.resync_generation();
+        if resyncs != self.resync_seen {
+            self.recover_resync(resyncs, now);
+        }
         let mut n = 0;
         while n < max {
             match self.reader.read() {
@@ -362,6 +368,33 @@ impl Core {
             skipped,
             "writer core lapped by the ring; resynchronising from the last-value cache"
         );
+        self.snapshot_subscribers(now);
+    }
+
+    /// The ring's producer resynchronised the cache from outside the ring (an edge
+    /// node took a fresh snapshot from its ingest: `bus::edge`): skip to the head and
+    /// bring every subscriber up to date from the cache, flagged snapshot. After an
+    /// ingest restart, whose sequence numbers start over, the old numbers are forgotten
+    /// first, and so is what conflation held from before.
+    fn recover_resync(&mut self, generation: u64, now: u64) {
+        let restart = self.shared.ring.restart_generation() > self.resync_seen;
+        self.resync_seen = generation;
+        if restart {
+            self.seen_seq.fill(0);
+            for (_, sub) in self.subs.iter_mut() {
+                sub.last_seq = 0;
+                sub.pending = false;
+                sub.conflator = Conflator::new();
+            }
+        }
+        self.reader.resync();
+        self.snapshot_subscribers(now);
+        self.flush_dirty();
+    }
+
+    /// Sends every subscriber the cached values newer than what it has, flagged
+    /// snapshot.
+    fn snapshot_subscribers(&mut self, now: u64) {
         for sym in 0..self.by_symbol.len() {
             if self.by_symbol[sym].is_empty() {
                 continue;
@@ -991,7 +1024,9 @@ impl Core {
         }
         let ring = &self.shared.ring;
         let end = self.reader.position();
-        let start = end.saturating_sub(ring.capacity());
+        // Below the last resynchronisation the ring may miss ticks or hold another
+        // run's numbers: never replay from there.
+        let start = end.saturating_sub(ring.capacity()).max(ring.replay_floor());
         let mut found: HashMap<u32, Vec<Tick>> = HashMap::new();
         let mut pos = end;
         while pos > start && !open.is_empty() {
@@ -1188,6 +1223,7 @@ async fn run(
         latency: crate::stats::new_latency_histogram(),
         last_publish_ns: 0,
         last_scan_ns: 0,
+        resync_seen: shared.ring.resync_generation(),
     }));
     let accept = tokio::task::spawn_local(accept_loop(listener, core.clone(), shared.clone()));
     let timer = tokio::task::spawn_local(timer_loop(core.clone()));

@@ -1,0 +1,567 @@
+//! Scale-out over NATS: one ingest node sequences, many edge nodes fan out.
+//!
+//! ```text
+//!  feeds ─► ingest: sequencer ─► ring ─► its own writer cores (optional clients)
+//!                      │ every batch (BatchSink)
+//!                      ▼
+//!            NATS  <prefix>.ticks.<shard>        <prefix>.snapshot (request/reply)
+//!                      │                                  ▲
+//!                      ▼                                  │ on start, gap, reconnect,
+//!  edge: bus task ─► publish_sequenced ─► ring ─► writer cores ─► clients
+//! ```
+//!
+//! - [`Role`] says what a node does; [`BusConfig`] tunes the bus.
+//! - [`codec`]: the messages on the bus, sans-IO.
+//! - [`publisher`]: the ingest side: a [`crate::sequencer::BatchSink`] that queues each
+//!   batch for NATS, and the thread that publishes them and answers snapshot requests.
+//! - [`edge`]: the edge side: the [`edge::Edge`] state machine (continuity checks,
+//!   symbol mapping, snapshots; sans-IO) and the thread that feeds it from NATS.
+//!
+//! Sequence numbers are assigned once, at the ingest, and travel with each tick, so a
+//! tick has the same number on every edge and a client can resume on any of them.
+//! The design and its choices are in `docs/architecture.md` (Scale-out); the message
+//! format in `docs/protocol.md` (The bus).
+
+pub mod codec;
+pub mod edge;
+pub mod publisher;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::{Config, ConfigError};
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Feeds, sequencer and clients on one node, no bus (the default).
+    #[default]
+    Standalone,
+    /// Feeds and sequencer; publishes every sequenced batch to NATS and answers the
+    /// edges' snapshot requests. It also serves clients, like a standalone node.
+    Ingest,
+    /// No feeds: takes the ingest's sequenced ticks from NATS into its own ring and
+    /// last-value cache, and fans them out to its clients.
+    Edge,
+}
+
+impl Role {
+    /// The name used in the config, on the command line and in `/stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Ingest => "ingest",
+            Role::Edge => "edge",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--role` value that names no role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}: expected `standalone`, `ingest` or `edge`")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        match s {
+            "standalone" => Ok(Role::Standalone),
+            "ingest" => Ok(Role::Ingest),
+            "edge" => Ok(Role::Edge),
+            other => Err(UnknownRole(other.to_string())),
+        }
+    }
+}
+
+/// Settings of the NATS bus (`[bus]` in the config file); used by `ingest` and `edge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// First token of every subject, so that several tickcast clusters can share one
+    /// NATS: ticks go to `<prefix>.ticks.<shard>`, snapshots are asked on
+    /// `<prefix>.snapshot`. Default: `tickcast`.
+    pub subject_prefix: String,
+    /// Subjects the ticks are spread over, by `symbol_id % shards`. Each subject keeps
+    /// its order end to end; more subjects spread the NATS server's work. Every edge
+    /// takes them all. Default: 1.
+    pub shards: u32,
+    /// Batches the ingest queues for NATS; when the queue is full (NATS slow or away)
+    /// a batch is dropped and counted, and the edges resynchronise. Default: 4,096.
+    pub publish_queue_batches: usize,
+    /// How long an edge waits for one snapshot reply before it asks again, in ms.
+    /// Default: 2,000.
+    pub snapshot_timeout_ms: u64,
+    /// Longest wait between two attempts to reach NATS (or an ingest that does not
+    /// answer snapshot requests), in ms; attempts start at once and back off
+    /// exponentially up to it. Default: 1,000.
+    pub reconnect_max_delay_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            subject_prefix: "tickcast".into(),
+            shards: 1,
+            publish_queue_batches: 4096,
+            snapshot_timeout_ms: 2_000,
+            reconnect_max_delay_ms: 1_000,
+        }
+    }
+}
+
+impl BusConfig {
+    /// The subject of shard `shard`'s ticks.
+    pub fn ticks_subject(&self, shard: u32) -> String {
+        format!("{}.ticks.{shard}", self.subject_prefix)
+    }
+
+    /// The subject an edge subscribes to: every shard.
+    pub fn ticks_wildcard(&self) -> String {
+        format!("{}.ticks.*", self.subject_prefix)
+    }
+
+    /// The subject of snapshot requests.
+    pub fn snapshot_subject(&self) -> String {
+        format!("{}.snapshot", self.subject_prefix)
+    }
+
+    /// Delay before attempt `attempt` (0-based) to reach NATS or the ingest.
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let ms = 1u64
+            .checked_shl(attempt.min(20))
+            .unwrap_or(u64::MAX)
+            .saturating_mul(10)
+            .min(self.reconnect_max_delay_ms);
+        std::time::Duration::from_millis(if attempt == 0 { 0 } else { ms })
+    }
+}
+
+/// Checks the bus settings of `config` (called by [`Config::validate`]).
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let bus = &config.bus;
+    let token_ok = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+    };
+    if !bus.subject_prefix.split('.').all(token_ok) {
+        return Err(ConfigError::Invalid(format!(
+            "bus.subject_prefix {:?}: dot-separated tokens of letters, digits, - and _",
+            bus.subject_prefix
+        )));
+    }
+    if bus.shards == 0 || bus.shards > 1024 {
+        return Err(ConfigError::Invalid("bus.shards must be 1..=1024".into()));
+    }
+    if bus.publish_queue_batches == 0 || bus.snapshot_timeout_ms == 0 {
+        return Err(ConfigError::Invalid(
+            "bus.publish_queue_batches and bus.snapshot_timeout_ms must be positive".into(),
+        ));
+    }
+    if config.role != Role::Standalone && config.nats_url.trim().is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "role {} needs nats_url",
+            config.role
+        )));
+    }
+    if config.role == Role::Edge && config.publish_token.is_some() {
+        return Err(ConfigError::Invalid(
+            "an edge takes its ticks from the bus only: publish to the ingest \
+             (leave publish_token out on edges)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The bus's counters and state, read by `/stats`, `/metrics` and `/healthz`.
+/// Written by the bus thread (and, for `dropped_batches`, the sequencer).
+#[derive(Debug, Default)]
+pub struct BusStatus {
+    /// This node's role; set once at start.
+    pub role: Role,
+    /// 1 while connected to NATS.
+    pub connected: AtomicU64,
+    /// Times the NATS connection was lost.
+    pub disconnects: AtomicU64,
+    /// When the current outage began, ns since the Unix epoch (0: connected).
+    pub outage_since_ns: AtomicU64,
+    /// Edge: 1 once a first snapshot was applied (the edge may serve).
+    pub synced: AtomicU64,
+    /// Edge: 1 while a resynchronisation is wanted and not yet done.
+    pub resync_pending: AtomicU64,
+    /// The ingest's epoch (its start time, ns): ingest, its own; edge, the one followed.
+    pub epoch: AtomicU64,
+    /// Batch messages published (ingest) or received (edge).
+    pub messages: AtomicU64,
+    /// Ticks in those messages.
+    pub ticks: AtomicU64,
+    /// Bytes of those messages' payloads.
+    pub bytes: AtomicU64,
+    /// Ingest: batches dropped because the queue to NATS was full or NATS was away.
+    pub dropped_batches: AtomicU64,
+    /// Ingest: publishes NATS refused.
+    pub publish_errors: AtomicU64,
+    /// Ingest: snapshot pages served.
+    pub snapshot_pages_served: AtomicU64,
+    /// Malformed messages (bad headers, lengths, kinds, requests), counted and skipped.
+    pub malformed: AtomicU64,
+    /// Edge: per-symbol sequence gaps detected.
+    pub gaps: AtomicU64,
+    /// Edge: sequence numbers missing in those gaps.
+    pub gap_ticks: AtomicU64,
+    /// Edge: ticks already delivered (or covered by a snapshot), dropped.
+    pub duplicates: AtomicU64,
+    /// Edge: ticks naming a symbol id the edge was never told about, dropped.
+    pub unknown_symbols: AtomicU64,
+    /// Edge: ingest restarts seen (a new epoch).
+    pub restarts: AtomicU64,
+    /// Edge: snapshots applied (the first sync included).
+    pub resyncs: AtomicU64,
+    /// Edge: snapshot requests that failed (timeout, no ingest, bad reply).
+    pub snapshot_failures: AtomicU64,
+    /// Time of the last batch message, ns since the Unix epoch (0: none yet).
+    pub last_message_ns: AtomicU64,
+}
+
+/// What `/healthz` says about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Everything works.
+    Ok,
+    /// Serving, but the bus is away or a resynchronisation is pending: clients keep
+    /// the last values, and get fresh ones flagged snapshot when it is back.
+    Degraded,
+    /// An edge that has no snapshot yet: it must not get clients (HTTP 503).
+    Syncing,
+}
+
+impl BusStatus {
+    /// Counters for a node of `role`.
+    pub fn new(role: Role) -> BusStatus {
+        BusStatus {
+            role,
+            ..BusStatus::default()
+        }
+    }
+
+    /// The node's health as far as the bus goes.
+    pub fn health(&self) -> Health {
+        match self.role {
+            Role::Standalone => Health::Ok,
+            Role::Edge if self.synced.load(Relaxed) == 0 => Health::Syncing,
+            _ if self.connected.load(Relaxed) == 0 || self.resync_pending.load(Relaxed) == 1 => {
+                Health::Degraded
+            }
+            _ => Health::Ok,
+        }
+    }
+
+    /// The `/healthz` answer: 200 `ok` or `degraded`, 503 `syncing`.
+    pub fn healthz(&self, symbols: usize) -> (StatusCode, Value) {
+        let health = self.health();
+        let (code, status) = match health {
+            Health::Ok => (StatusCode::OK, "ok"),
+            Health::Degraded => (StatusCode::OK, "degraded"),
+            Health::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "syncing"),
+        };
+        let mut body = json!({"status": status, "symbols": symbols});
+        if self.role != Role::Standalone {
+            body["role"] = json!(self.role.name());
+            body["bus"] = json!({
+                "connected": self.connected.load(Relaxed) == 1,
+                "synced": self.synced.load(Relaxed) == 1,
+                "resync_pending": self.resync_pending.load(Relaxed) == 1,
+            });
+        }
+        (code, body)
+    }
+
+    /// The `bus` section of `/stats` (`null` for a standalone node).
+    pub fn to_json(&self) -> Value {
+        if self.role == Role::Standalone {
+            return Value::Null;
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("role".into(), json!(self.role.name()));
+        for (name, _, _, get) in BUS_FIELDS {
+            m.insert(name.into(), json!(get(self).load(Relaxed)));
+        }
+        m.insert("connected".into(), json!(self.connected.load(Relaxed) == 1));
+        m.insert("synced".into(), json!(self.synced.load(Relaxed) == 1));
+        m.insert(
+            "resync_pending".into(),
+            json!(self.resync_pending.load(Relaxed) == 1),
+        );
+        Value::Object(m)
+    }
+
+    /// Appends the `tickcast_bus_*` metrics (nothing for a standalone node).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        if self.role == Role::Standalone {
+            return;
+        }
+        let role = self.role.name();
+        for (name, kind, help, get) in BUS_FIELDS {
+            let metric = match kind {
+                "counter" => format!("tickcast_bus_{name}_total"),
+                _ => format!("tickcast_bus_{name}"),
+            };
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            let _ = writeln!(
+                out,
+                "{metric}{{role=\"{role}\"}} {}",
+                get(self).load(Relaxed)
+            );
+        }
+        for (name, help, v) in [
+            (
+                "tickcast_bus_connected",
+                "1 while connected to NATS.",
+                self.connected.load(Relaxed),
+            ),
+            (
+                "tickcast_bus_synced",
+                "Edge: 1 once it has a snapshot and may serve.",
+                self.synced.load(Relaxed),
+            ),
+            (
+                "tickcast_bus_resync_pending",
+                "Edge: 1 while a resynchronisation is pending.",
+                self.resync_pending.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name}{{role=\"{role}\"}} {v}");
+        }
+    }
+
+    /// Records that the NATS connection is up (or back).
+    pub fn set_connected(&self) {
+        self.connected.store(1, Relaxed);
+        self.outage_since_ns.store(0, Relaxed);
+    }
+
+    /// Records that the NATS connection was lost at `now_ns`.
+    pub fn set_disconnected(&self, now_ns: u64) {
+        if self.connected.swap(0, Relaxed) == 1 {
+            self.disconnects.fetch_add(1, Relaxed);
+            self.outage_since_ns.store(now_ns, Relaxed);
+        }
+    }
+}
+
+/// Connects to `config.nats_url` for `role`'s thread. Returns at once: the client
+/// connects (and reconnects, forever, backing off up to `reconnect_max_delay_ms`) in
+/// the background, and keeps `status.connected` current. Every connection event is also
+/// sent to `events` when given (dropped when that queue is full: the state is in
+/// `status` anyway). Only an unparsable URL is an error.
+pub(crate) async fn connect(
+    config: &Config,
+    status: std::sync::Arc<crate::stats::Stats>,
+    events: Option<tokio::sync::mpsc::Sender<async_nats::Event>>,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let bus = config.bus.clone();
+    let urls: Vec<&str> = config
+        .nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    async_nats::ConnectOptions::new()
+        .name(format!("tickcast-{}", config.role))
+        .retry_on_initial_connect()
+        .connection_timeout(std::time::Duration::from_secs(2))
+        .ping_interval(std::time::Duration::from_secs(5))
+        .reconnect_delay_callback(move |attempts| bus.backoff(attempts as u32))
+        .event_callback(move |event| {
+            let status = status.clone();
+            let events = events.clone();
+            async move {
+                match &event {
+                    async_nats::Event::Connected => status.bus.set_connected(),
+                    async_nats::Event::Disconnected => {
+                        status.bus.set_disconnected(crate::feed::now_ns())
+                    }
+                    _ => {}
+                }
+                if let Some(tx) = events {
+                    let _ = tx.try_send(event);
+                }
+            }
+        })
+        .connect(urls)
+        .await
+}
+
+/// Reads one counter of [`BusStatus`].
+type BusField = fn(&BusStatus) -> &AtomicU64;
+
+/// The numeric fields of [`BusStatus`]: name, Prometheus kind, help.
+const BUS_FIELDS: [(&str, &str, &str, BusField); 17] = [
+    (
+        "disconnects",
+        "counter",
+        "Times the NATS connection was lost.",
+        |s| &s.disconnects,
+    ),
+    (
+        "outage_since_ns",
+        "gauge",
+        "Start of the current NATS outage, ns since the Unix epoch (0: connected).",
+        |s| &s.outage_since_ns,
+    ),
+    (
+        "epoch",
+        "gauge",
+        "The ingest's epoch (its start time in ns) published or followed.",
+        |s| &s.epoch,
+    ),
+    (
+        "messages",
+        "counter",
+        "Batch messages published (ingest) or received (edge).",
+        |s| &s.messages,
+    ),
+    ("ticks", "counter", "Ticks in the batch messages.", |s| {
+        &s.ticks
+    }),
+    (
+        "bytes",
+        "counter",
+        "Payload bytes of the batch messages.",
+        |s| &s.bytes,
+    ),
+    (
+        "dropped_batches",
+        "counter",
+        "Ingest: batches dropped because NATS was away or slow.",
+        |s| &s.dropped_batches,
+    ),
+    (
+        "publish_errors",
+        "counter",
+        "Ingest: publishes NATS refused.",
+        |s| &s.publish_errors,
+    ),
+    (
+        "snapshot_pages_served",
+        "counter",
+        "Ingest: snapshot pages sent to edges.",
+        |s| &s.snapshot_pages_served,
+    ),
+    (
+        "malformed",
+        "counter",
+        "Malformed bus messages or requests, skipped.",
+        |s| &s.malformed,
+    ),
+    (
+        "gaps",
+        "counter",
+        "Edge: per-symbol sequence gaps detected.",
+        |s| &s.gaps,
+    ),
+    (
+        "gap_ticks",
+        "counter",
+        "Edge: sequence numbers missing in those gaps.",
+        |s| &s.gap_ticks,
+    ),
+    (
+        "duplicates",
+        "counter",
+        "Edge: ticks already delivered or covered by a snapshot, dropped.",
+        |s| &s.duplicates,
+    ),
+    (
+        "unknown_symbols",
+        "counter",
+        "Edge: ticks for symbol ids never announced, dropped.",
+        |s| &s.unknown_symbols,
+    ),
+    (
+        "restarts",
+        "counter",
+        "Edge: ingest restarts seen (new epoch).",
+        |s| &s.restarts,
+    ),
+    ("resyncs", "counter", "Edge: snapshots applied.", |s| {
+        &s.resyncs
+    }),
+    (
+        "snapshot_failures",
+        "counter",
+        "Edge: snapshot requests that failed.",
+        |s| &s.snapshot_failures,
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_print() {
+        for r in [Role::Standalone, Role::Ingest, Role::Edge] {
+            assert_eq!(r.name().parse::<Role>(), Ok(r));
+        }
+        assert!("leaf".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn health_by_role_and_state() {
+        let s = BusStatus::new(Role::Standalone);
+        assert_eq!(s.healthz(3).0, StatusCode::OK);
+        assert_eq!(s.healthz(3).1, json!({"status": "ok", "symbols": 3}));
+        let e = BusStatus::new(Role::Edge);
+        e.set_connected();
+        assert_eq!(e.health(), Health::Syncing);
+        assert_eq!(e.healthz(0).0, StatusCode::SERVICE_UNAVAILABLE);
+        e.synced.store(1, Relaxed);
+        assert_eq!(e.health(), Health::Ok);
+        e.set_disconnected(5);
+        assert_eq!(e.health(), Health::Degraded);
+        assert_eq!(e.healthz(0).0, StatusCode::OK, "keeps its clients");
+        assert_eq!(e.disconnects.load(Relaxed), 1);
+        e.set_disconnected(6);
+        assert_eq!(e.disconnects.load(Relaxed), 1, "one outage, one count");
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        let c = BusConfig::default();
+        assert_eq!(c.backoff(0).as_millis(), 0);
+        assert_eq!(c.backoff(1).as_millis(), 20);
+        assert_eq!(c.backoff(30).as_millis(), 1_000);
+    }
+
+    #[test]
+    fn validates_settings() {
+        let mut c = Config::default();
+        assert!(validate(&c).is_ok());
+        c.bus.subject_prefix = "a b".into();
+        assert!(validate(&c).is_err());
+        c.bus.subject_prefix = "md.prod".into();
+        assert!(validate(&c).is_ok());
+        c.role = Role::Edge;
+        c.publish_token = Some("x".into());
+        assert!(validate(&c).is_err());
+    }
+}
