@@ -38,7 +38,9 @@
 //! the client to another server), otherwise after an exponential backoff with jitter.
 //! It subscribes again with `"resume": {symbol: last_seq}`, returns
 //! [`Event::Reconnected`], and the server replays what was missed (records flagged
-//! `replay`) or, when it cannot, sends a snapshot (flagged `snapshot`).
+//! `replay`) or, when it cannot, sends a snapshot (flagged `snapshot`). A restarted
+//! server may not know every symbol yet (its feed has not seen them) and reject that
+//! subscribe: the client sends it again, with the same backoff, until it is accepted.
 
 pub mod batch;
 pub mod gaps;
@@ -322,6 +324,10 @@ pub struct Client {
     retry_at: Option<Instant>,
     /// Failed attempts in the current reconnect.
     attempts: u32,
+    /// When to send the resubscribe again, after the server rejected it.
+    resubscribe_at: Option<Instant>,
+    /// Delays between resubscribes.
+    resubscribe_backoff: Backoff,
     last_error: String,
     closed: bool,
 }
@@ -339,6 +345,12 @@ impl Client {
                 Duration::from_millis(options.backoff_max_ms),
                 seed,
             ),
+            resubscribe_backoff: Backoff::new(
+                Duration::from_millis(options.backoff_initial_ms),
+                Duration::from_millis(options.backoff_max_ms),
+                seed.wrapping_add(1),
+            ),
+            resubscribe_at: None,
             target,
             session: Session::new(),
             conn: None,
@@ -409,11 +421,28 @@ impl Client {
             if self.closed {
                 return Err(ClientError::Closed);
             }
+            if self.session.take_retry() {
+                self.resubscribe_at = Some(Instant::now() + self.resubscribe_backoff.next_delay());
+            }
             let Some(conn) = self.conn.as_mut() else {
                 self.reconnect().await?;
                 continue;
             };
-            match conn.rx.recv().await {
+            let incoming = match self.resubscribe_at {
+                Some(at) => tokio::select! {
+                    m = conn.rx.recv() => Some(m),
+                    _ = tokio::time::sleep_until(at) => None,
+                },
+                None => Some(conn.rx.recv().await),
+            };
+            let Some(incoming) = incoming else {
+                self.resubscribe_at = None;
+                if let Some(msg) = self.session.resubscribe() {
+                    self.send_text(msg).await?;
+                }
+                continue;
+            };
+            match incoming {
                 Some(Incoming::Binary(buf)) => self.session.on_binary(buf)?,
                 Some(Incoming::Text(text)) => self.session.on_text(&text),
                 Some(Incoming::Ended { reason, going_away }) => {
@@ -452,6 +481,8 @@ impl Client {
                 self.retry_at = None;
                 let attempts = std::mem::take(&mut self.attempts) + 1;
                 self.backoff.reset();
+                self.resubscribe_backoff.reset();
+                self.resubscribe_at = None;
                 let resumed = self.session.last_seqs().len();
                 if let Some(msg) = self.session.connected() {
                     self.send_text(msg).await?;

@@ -357,3 +357,73 @@ async fn subscribe_unsubscribe_and_server_errors_are_events() {
         .unwrap_err();
     assert!(err.is_terminal(), "{err}");
 }
+
+#[tokio::test]
+async fn resubscribe_rejected_by_a_server_without_the_symbol_is_retried() {
+    let first = start_server(config(1, 500));
+    let addr = first.local_addr();
+    let mut client = Client::connect(
+        &format!("ws://{addr}/ws"),
+        Options {
+            backoff_initial_ms: 20,
+            backoff_max_ms: 100,
+            ..Options::symbols(["SYM0"])
+        },
+    )
+    .await
+    .unwrap();
+    while client.last_seqs().is_empty() {
+        next(&mut client).await;
+    }
+    tokio::task::spawn_blocking(move || first.shutdown())
+        .await
+        .unwrap();
+    // The new server has no feed: SYM0 exists only once a publisher sends it.
+    let second = start_server(tickcast::config::Config {
+        listen: addr,
+        feeds: vec![],
+        publish_token: Some("t".into()),
+        ..config(0, 0)
+    });
+    loop {
+        match next(&mut client).await {
+            Event::ServerError { message } => {
+                assert!(message.contains("SYM0"), "{message}");
+                break;
+            }
+            Event::Ticks(_) | Event::Shutdown | Event::Disconnected { .. } => {}
+            Event::Reconnected { resumed, .. } => assert_eq!(resumed, 1),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (mut publisher, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{addr}/publish?token=t")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    use futures_util::SinkExt;
+    publisher
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"symbol":"SYM0","kind":"trade","price":"1.5","size":"2"}"#,
+        ))
+        .await
+        .unwrap();
+    // The client retries until the server knows SYM0; it then gets the published trade
+    // (as a snapshot, or live if it subscribed before the trade was sequenced).
+    loop {
+        match next(&mut client).await {
+            Event::Ticks(batch) => {
+                let r = batch.records().next().unwrap();
+                assert_eq!(r.values[0].to_native(), 150_000_000);
+                assert_eq!(r.seq.to_native(), 1);
+                break;
+            }
+            Event::ServerError { .. } | Event::Subscribed { .. } | Event::Symbols(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    client.close().await.unwrap();
+    second.shutdown();
+}

@@ -30,6 +30,12 @@ pub struct Session {
     events: VecDeque<Event>,
     /// The server announced its shutdown on the current connection.
     shutdown_announced: bool,
+    /// Resubscribes sent so far (each carries its own `id`).
+    resubscribes: u64,
+    /// The `id` of the resubscribe awaiting its reply.
+    awaiting: Option<String>,
+    /// The server rejected the resubscribe: send it again later.
+    retry: bool,
 }
 
 impl Session {
@@ -91,7 +97,22 @@ impl Session {
         self.gaps.new_connection();
         self.names = SymbolNames::default();
         self.shutdown_announced = false;
+        self.retry = false;
+        self.resubscribe()
+    }
+
+    /// Whether the server rejected the last resubscribe (a restarted server whose feed
+    /// has not yet seen every symbol answers `unknown symbol`): the caller sends
+    /// [`Session::resubscribe`] again after a delay. Reading clears it.
+    pub fn take_retry(&mut self) -> bool {
+        std::mem::take(&mut self.retry)
+    }
+
+    /// The subscribe that restores every subscription, with resume points and an `id`
+    /// to recognise its reply; `None` when nothing is subscribed.
+    pub fn resubscribe(&mut self) -> Option<String> {
         if !self.has_subscriptions() {
+            self.awaiting = None;
             return None;
         }
         let symbols: Vec<String> = if self.wildcard {
@@ -105,7 +126,14 @@ impl Session {
             .filter(|(name, _)| self.wildcard || self.wanted.contains(*name))
             .map(|(name, seq)| (name.to_string(), json!(seq)))
             .collect();
-        Some(subscribe_message(&symbols, self.max_rate, Some(resume)))
+        self.resubscribes += 1;
+        let id = format!("resubscribe-{}", self.resubscribes);
+        let mut msg: Value =
+            serde_json::from_str(&subscribe_message(&symbols, self.max_rate, Some(resume)))
+                .unwrap_or_default();
+        msg["id"] = json!(id);
+        self.awaiting = Some(id);
+        Some(msg.to_string())
     }
 
     /// The resume points a reconnect would send: the highest `seq` seen per symbol.
@@ -154,6 +182,12 @@ impl Session {
             }
         };
         let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        let reply_to_resubscribe = self.awaiting.is_some()
+            && v.get("id").and_then(Value::as_str) == self.awaiting.as_deref();
+        if reply_to_resubscribe {
+            self.awaiting = None;
+            self.retry = kind == "error";
+        }
         let names = |v: &Value| -> Vec<String> {
             v.get("symbols")
                 .and_then(Value::as_array)
@@ -293,6 +327,27 @@ mod tests {
         let again: Value = serde_json::from_str(&s.connected().unwrap()).unwrap();
         assert_eq!(again["symbols"], json!(["A", "B"]));
         assert_eq!(again["resume"], json!({"A": 8, "B": 3}));
+        // A restarted server that does not know the symbols yet rejects it: retry.
+        s.on_text(&format!(
+            r#"{{"type":"error","message":"unknown symbol A","id":{}}}"#,
+            again["id"]
+        ));
+        assert!(matches!(s.pop(), Some(Event::ServerError { .. })));
+        assert!(s.take_retry());
+        assert!(!s.take_retry(), "reading clears it");
+        let retry: Value = serde_json::from_str(&s.resubscribe().unwrap()).unwrap();
+        assert_ne!(retry["id"], again["id"]);
+        assert_eq!(retry["resume"], again["resume"]);
+        // A user's own rejected subscribe is not retried.
+        s.on_text(r#"{"type":"error","message":"unknown symbol \"X\""}"#);
+        s.pop();
+        assert!(!s.take_retry());
+        s.on_text(&format!(
+            r#"{{"type":"subscribed","symbols":["A","B"],"id":{}}}"#,
+            retry["id"]
+        ));
+        s.pop();
+        assert!(!s.take_retry());
         // After the reconnect, ids may differ: the new map is used.
         s.on_text(r#"{"type":"symbols","symbols":[{"id":0,"name":"B"},{"id":1,"name":"A"}]}"#);
         s.pop();

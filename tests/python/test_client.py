@@ -1,0 +1,267 @@
+"""The Python client package (installed with `pip install ./clients/python`): numpy
+decoding equal to the pure-struct reference, bad frames rejected, the client against
+the real server (values equal to the JSON form of the same ticks), and reconnect with
+resume across a server restart on the same port."""
+
+import asyncio
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import urllib.request
+from decimal import Decimal
+
+import numpy as np
+import pytest
+import websockets
+
+import tickcast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("TICKCAST_BIN", os.path.join(ROOT, "target", "debug", "tickcast"))
+WAIT = 30  # seconds: the bound of every wait
+
+
+def test_the_installed_package_is_used():
+    assert "site-packages" in tickcast.__file__ or "dist-packages" in tickcast.__file__, tickcast.__file__
+
+
+def random_records(n, seed=1):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = rng.choice([tickcast.KIND_TRADE, tickcast.KIND_QUOTE])
+        out.append((
+            kind, rng.randrange(8), 0, rng.randrange(1 << 32), rng.randrange(1 << 64),
+            rng.randrange(1 << 64), rng.randrange(1 << 64), rng.randrange(1 << 32), 0,
+            rng.randrange(-(1 << 63), 1 << 63), rng.randrange(-(1 << 63), 1 << 63),
+            rng.randrange(-(1 << 63), 1 << 63), rng.randrange(-(1 << 63), 1 << 63),
+        ))
+    return out
+
+
+def test_numpy_decode_of_10000_records_equals_the_struct_reference():
+    records = random_records(10_000)
+    msg = tickcast.encode(records, ts_out=123)
+    header, arr = tickcast.decode(msg)
+    ref_header, ref = tickcast.decode_struct(msg)
+    assert header == ref_header == (1, 72, 10_000, 123)
+    assert arr.dtype.itemsize == 72 and len(arr) == 10_000
+    assert arr.tolist() == ref == records
+    assert not arr.flags.writeable, "a view of the message, not a copy"
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda m: m[:10], "truncated message: 10 bytes"),
+        (lambda m: b"", "truncated message: 0 bytes"),
+        (lambda m: m[:-1], "does not hold its 2 records .* truncated"),
+        (lambda m: m[:16 + 72], "does not hold its 2 records"),
+        (lambda m: m + b"\0", "does not hold its 2 records"),
+        (lambda m: b"\x02\x00" + m[2:], "unsupported version 2"),
+        (lambda m: m[:2] + b"\x50\x00" + m[4:], "unsupported record_size 80"),
+        (lambda m: m[:4] + (3).to_bytes(4, "little") + m[8:], "does not hold its 3 records"),
+        (lambda m: "text", "bytes, not str"),
+    ],
+)
+def test_bad_frames_raise_a_clear_decode_error(mutate, match):
+    msg = tickcast.encode(random_records(2))
+    for decoder in (tickcast.decode, tickcast.decode_struct):
+        with pytest.raises(tickcast.DecodeError, match=match):
+            decoder(mutate(msg))
+
+
+def test_gap_detector_rules():
+    d = tickcast.GapDetector()
+    d.bind(0, "A")
+
+    def message(*records):
+        for seq, flags, count, recv in records:
+            d.observe(0, seq, flags, count, recv)
+        return [(g.expected, g.got) for g in d.end_message(16 + 72 * len(records))]
+
+    assert message((5, tickcast.FLAG_SNAPSHOT, 1, 1), (6, 0, 1, 2)) == []
+    assert message((9, 0, 1, 3)) == [(7, 9)]
+    # A conflated pair, lower seq first, adds up: no gap.
+    assert message((12, tickcast.FLAG_CONFLATED, 2, 4), (14, tickcast.FLAG_CONFLATED, 3, 5)) == []
+    # A restarted server that had nothing to snapshot: seq 1 with a later ingest time.
+    assert message((1, 0, 1, 100), (2, 0, 1, 101)) == []
+    assert d.last_seqs() == {"A": 2}
+    # A full message defers judgement to the next one.
+    d.observe(0, 5, 0, 1, 102)
+    assert d.end_message(16 + 910 * 72) == []
+    assert [(g.symbol, g.missed) for g in d.end_message(16 + 72)] == [("A", 2)]
+
+
+def test_to_dataframe_has_floats_and_raw_integers():
+    records = [
+        (1, 1, 0, 0, 7, 1_700_000_000_000_000_000, 1_700_000_000_000_000_001, 1, 0,
+         81_636_000_000, 200_000_000, 81_636_000_000, 81_636_000_000),
+        (2, 0, 0, 1, 3, 1_700_000_000_000_000_002, 1_700_000_000_000_000_003, 1, 0,
+         9_950_000_000, 300_000_000, 9_975_000_000, 100_000_000),
+    ]
+    _, arr = tickcast.decode(tickcast.encode(records))
+    df = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"})
+    assert list(df["symbol"]) == ["SYM0", "SYM1"]
+    assert list(df["kind"]) == ["trade", "quote"]
+    assert df["price"][0] == 816.36 and df["size"][0] == 2.0
+    assert np.isnan(df["price"][1]) and df["bid_px"][1] == 99.5 and df["ask_sz"][1] == 1.0
+    assert df["value0"][0] == 81_636_000_000 and df["value0"].dtype == np.int64
+    assert list(df["snapshot"]) == [True, False]
+    assert str(df["time"][0]) == "2023-11-14 22:13:20+00:00"
+
+
+def test_capture_round_trip_in_python():
+    f = io.BytesIO()
+    w = tickcast.CaptureWriter(f, {0: "SYM0"}, source="ws://x/ws")
+    msg = tickcast.encode(random_records(3))
+    w.message(msg)
+    w.symbols({1: "SYM1"})
+    w.message(msg)
+    f.seek(0)
+    got = list(tickcast.read_capture(f))
+    assert got == [(msg, {0: "SYM0"}), (msg, {0: "SYM0", 1: "SYM1"})]
+    for cut in range(len(f.getvalue())):
+        try:
+            list(tickcast.read_capture(io.BytesIO(f.getvalue()[:cut])))
+        except tickcast.DecodeError:
+            pass
+    with pytest.raises(tickcast.DecodeError, match="TCREC1"):
+        list(tickcast.read_capture(io.BytesIO(b'{"not": "a capture"}\n')))
+
+
+# -- against the real server -------------------------------------------------------
+
+def start(listen="127.0.0.1:0", symbols=10, rate=5000):
+    proc = subprocess.Popen(
+        [BINARY, "serve", "--listen", listen, "--workers", "2", "--no-pin",
+         "--symbols", str(symbols), "--rate", str(rate)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    line = proc.stdout.readline()
+    if "listening on http://" not in line:
+        proc.kill()
+        raise AssertionError(f"unexpected first line: {line!r}")
+    addr = line.split("http://", 1)[1].split()[0]
+    # The port is open before the feed has created its symbols: wait for them, so that
+    # a first subscribe does not meet "unknown symbol".
+    deadline = time.monotonic() + WAIT
+    while json.loads(urllib.request.urlopen(f"http://{addr}/healthz", timeout=WAIT).read())["symbols"] < symbols:
+        assert time.monotonic() < deadline, "symbols never appeared"
+        time.sleep(0.01)
+    return proc, addr
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=WAIT) == 0, "server exits cleanly on SIGTERM"
+
+
+@pytest.fixture
+def server():
+    proc, addr = start()
+    try:
+        yield addr
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+
+
+SYMBOLS = ["SYM0", "SYM1", "SYM2", "SYM3"]
+VALUE_NAMES = {"trade": ("price", "size", "high", "low"), "quote": ("bid_px", "bid_sz", "ask_px", "ask_sz")}
+
+
+def test_client_records_equal_the_json_ticks(server):
+    async def via_client():
+        out = {}
+        async with tickcast.Client(f"ws://{server}/ws", SYMBOLS, seed=1) as client:
+            async with asyncio.timeout(WAIT):
+                while len(out) < 1500:
+                    ev = await client.next()
+                    assert not isinstance(ev, tickcast.Gap), ev
+                    if isinstance(ev, tickcast.Ticks):
+                        for r in ev.records[ev.records["flags"] == 0]:
+                            kind = "trade" if r["kind"] == tickcast.KIND_TRADE else "quote"
+                            out[(ev.symbol(r["symbol_id"]), int(r["seq"]), kind)] = (
+                                int(r["ts_event"]), int(r["ts_recv"]), int(r["count"]),
+                                tuple(int(r[f"value{i}"]) for i in range(4)),
+                            )
+        return out
+
+    async def via_json():
+        out = {}
+        async with websockets.connect(f"ws://{server}/ws") as ws:
+            await ws.send(json.dumps({"op": "subscribe", "symbols": SYMBOLS, "format": "json"}))
+            async with asyncio.timeout(WAIT):
+                while len(out) < 1500:
+                    v = json.loads(await ws.recv())
+                    if not isinstance(v, list):
+                        continue
+                    for t in v:
+                        if t["flags"]:
+                            continue
+                        values = tuple(int(Decimal(t[n]) * tickcast.SCALE) for n in VALUE_NAMES[t["kind"]])
+                        out[(t["symbol"], t["seq"], t["kind"])] = (t["ts_event"], t["ts_recv"], t["count"], values)
+        return out
+
+    async def both():
+        return await asyncio.gather(via_client(), via_json())
+
+    binary, as_json = asyncio.run(both())
+    common = binary.keys() & as_json.keys()
+    assert len(common) >= 500, len(common)
+    for k in common:
+        assert binary[k] == as_json[k], k
+
+
+def test_restart_on_the_same_port_reconnects_with_a_snapshot_and_no_gap():
+    # The first run numbers far past what the second (100 ticks/s over 4 symbols) can
+    # reach within WAIT, so the resume points are sequences the new server never
+    # reached: the protocol answers with a snapshot (or, for a symbol that has not
+    # ticked yet, its first tick).
+    proc, addr = start(symbols=4, rate=20000)
+
+    async def run():
+        nonlocal proc
+        events = []
+        async with tickcast.Client(f"ws://{addr}/ws", SYMBOLS, backoff_initial=0.02,
+                                   backoff_max=0.2, seed=3) as client:
+            async with asyncio.timeout(WAIT):
+                while any(client.last_seqs().get(s, 0) < 1000 for s in SYMBOLS):
+                    ev = await client.next()
+                    assert not isinstance(ev, tickcast.Gap), ev
+            before = client.last_seqs()
+            await asyncio.to_thread(stop, proc)
+            proc, _ = await asyncio.to_thread(start, addr, 4, 100)
+            first = {}
+            count = {}
+            async with asyncio.timeout(WAIT):
+                while len(first) < len(SYMBOLS) or min(count.values()) < 3:
+                    # Messages the first run sent before closing come first.
+                    ev = await client.next()
+                    events.append(type(ev).__name__)
+                    assert not isinstance(ev, tickcast.Gap), ev
+                    if isinstance(ev, tickcast.Reconnected):
+                        assert ev.resumed == len(SYMBOLS)
+                    if isinstance(ev, tickcast.Ticks) and "Reconnected" in events:
+                        for r in ev.records:
+                            name = ev.symbol(r["symbol_id"])
+                            first.setdefault(name, (int(r["flags"]), int(r["seq"])))
+                            count[name] = count.get(name, 0) + 1
+            after = client.last_seqs()
+        return before, first, after, events
+
+    try:
+        before, first, after, events = asyncio.run(run())
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    assert events.index("Disconnected") < events.index("Reconnected")
+    for s in SYMBOLS:
+        flags, seq = first[s]
+        assert flags == tickcast.FLAG_SNAPSHOT or (flags == 0 and seq == 1), (s, flags, seq)
+        assert after[s] < before[s], "the new run numbers afresh"
