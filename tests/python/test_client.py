@@ -52,6 +52,8 @@ def test_numpy_decode_of_10000_records_equals_the_struct_reference():
     assert arr.dtype.itemsize == 72 and len(arr) == 10_000
     assert arr.tolist() == ref == records
     assert not arr.flags.writeable, "a view of the message, not a copy"
+    parts = [tickcast.decode(tickcast.encode(records[i:i + 910]))[1] for i in range(0, 10_000, 910)]
+    assert tickcast.concat(parts).tolist() == records
 
 
 @pytest.mark.parametrize(
@@ -136,10 +138,10 @@ def test_capture_round_trip_in_python():
 
 # -- against the real server -------------------------------------------------------
 
-def start(listen="127.0.0.1:0", symbols=10, rate=5000):
+def start(listen="127.0.0.1:0", symbols=10, rate=5000, config=None):
+    extra = ["--config", config] if config else ["--symbols", str(symbols), "--rate", str(rate)]
     proc = subprocess.Popen(
-        [BINARY, "serve", "--listen", listen, "--workers", "2", "--no-pin",
-         "--symbols", str(symbols), "--rate", str(rate)],
+        [BINARY, "serve", "--listen", listen, "--workers", "2", "--no-pin", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     line = proc.stdout.readline()
@@ -265,3 +267,42 @@ def test_restart_on_the_same_port_reconnects_with_a_snapshot_and_no_gap():
         flags, seq = first[s]
         assert flags == tickcast.FLAG_SNAPSHOT or (flags == 0 and seq == 1), (s, flags, seq)
         assert after[s] < before[s], "the new run numbers afresh"
+
+
+def test_resubscribe_rejected_by_a_restarted_server_is_retried(tmp_path):
+    # The second server has no feed: it learns SYM0 only when a publisher sends it, so
+    # the client's resubscribe is rejected ("unknown symbol") until then.
+    config = tmp_path / "publish-only.toml"
+    config.write_text('publish_token = "t"\nfeeds = []\n')
+    proc, addr = start(symbols=1, rate=500)
+
+    async def run():
+        nonlocal proc
+        async with tickcast.Client(f"ws://{addr}/ws", ["SYM0"], backoff_initial=0.02,
+                                   backoff_max=0.1, seed=5) as client:
+            async with asyncio.timeout(WAIT):
+                while not client.last_seqs():
+                    await client.next()
+                await asyncio.to_thread(stop, proc)
+                proc, _ = await asyncio.to_thread(start, addr, 0, 0, str(config))
+                while True:
+                    ev = await client.next()
+                    if isinstance(ev, tickcast.ServerError):
+                        assert "SYM0" in ev.message
+                        break
+                async with websockets.connect(f"ws://{addr}/publish?token=t") as pub:
+                    await pub.send(json.dumps({"symbol": "SYM0", "kind": "trade", "price": "1.5", "size": "2"}))
+                    while True:
+                        ev = await client.next()
+                        assert not isinstance(ev, tickcast.Gap), ev
+                        if isinstance(ev, tickcast.Ticks):
+                            r = ev.records[0]
+                            assert (int(r["seq"]), int(r["value0"])) == (1, 150_000_000)
+                            assert ev.symbol(r["symbol_id"]) == "SYM0"
+                            return
+
+    try:
+        asyncio.run(run())
+    finally:
+        if proc.poll() is None:
+            stop(proc)

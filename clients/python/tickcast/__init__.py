@@ -35,6 +35,7 @@ from .decode import (
     RECORD_SIZE,
     SCALE,
     DecodeError,
+    concat,
     Header,
     decode,
     decode_header,
@@ -51,5 +52,5 @@ __all__ = [
     "Disconnected", "Reconnected", "ServerError", "Shutdown", "Subscribed", "Symbols", "Ticks",
     "Unsubscribed", "connect", "FLAG_CONFLATED", "FLAG_REPLAY", "FLAG_SNAPSHOT", "HEADER_SIZE",
     "KIND_QUOTE", "KIND_TRADE", "RECORD_DTYPE", "RECORD_SIZE", "SCALE", "DecodeError", "Header",
-    "decode", "decode_header", "decode_struct", "encode", "to_dataframe", "Gap", "GapDetector",
+    "concat", "decode", "decode_header", "decode_struct", "encode", "to_dataframe", "Gap", "GapDetector",
 ]

@@ -136,6 +136,20 @@ def encode(records: Iterable[Sequence[int]], ts_out: int = 0) -> bytes:
     return HEADER.pack(VERSION, RECORD_SIZE, len(body) // RECORD_SIZE, ts_out) + body
 
 
+_VOID = np.dtype((np.void, RECORD_SIZE))
+
+
+def concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenates record arrays (one per message) into one owned array.
+
+    Copies the records as opaque 72-byte items, several times faster than
+    ``np.concatenate`` on the structured dtype, which copies field by field.
+    """
+    if not arrays:
+        return np.empty(0, dtype=RECORD_DTYPE)
+    return np.concatenate([a.view(_VOID) for a in arrays]).view(RECORD_DTYPE)
+
+
 def to_dataframe(records: Union[np.ndarray, Sequence[np.ndarray]], names: Optional[Mapping[int, str]] = None) -> Any:
     """A pandas DataFrame of records (one array, or several concatenated).
 
@@ -150,8 +164,7 @@ def to_dataframe(records: Union[np.ndarray, Sequence[np.ndarray]], names: Option
     import pandas as pd  # optional dependency: pip install 'tickcast[pandas]'
 
     if not isinstance(records, np.ndarray):
-        parts = list(records)
-        records = np.concatenate(parts) if parts else np.empty(0, dtype=RECORD_DTYPE)
+        records = concat(list(records))
     names = names or {}
     ids = records["symbol_id"]
     kind = records["kind"]
