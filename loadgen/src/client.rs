@@ -207,6 +207,8 @@ pub struct Live {
     pub connected: AtomicU64,
     /// Connections that failed.
     pub failed: AtomicU64,
+    /// Connections subscribed that stopped reading on purpose.
+    pub stalled: AtomicU64,
 }
 
 /// What one client thread shares among its connections.
@@ -233,6 +235,8 @@ pub struct SubSpec {
     pub format: Format,
     /// `max_rate`, 0 for none.
     pub max_rate: f64,
+    /// Never read after subscribing (a slow consumer); not measured.
+    pub stalled: bool,
 }
 
 impl SubSpec {
@@ -345,6 +349,15 @@ pub async fn subscriber(
     .await;
     drop(permit);
     let mut ws = match opened {
+        Ok(Ok(ws)) if spec.stalled => {
+            // Hold the socket without reading until the run ends: the server must
+            // conflate or evict this one without slowing the others.
+            ctx.rec.borrow_mut().counters.stalled += 1;
+            ctx.live.stalled.fetch_add(1, Relaxed);
+            let _ = stop.changed().await;
+            drop(ws);
+            return;
+        }
         Ok(Ok(ws)) => {
             ctx.rec.borrow_mut().counters.connected += 1;
             ctx.live.connected.fetch_add(1, Relaxed);

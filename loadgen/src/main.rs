@@ -83,6 +83,9 @@ struct RunArgs {
     /// max_rate (updates/s per symbol) asked by each subscriber; 0 = unlimited.
     #[arg(long)]
     max_rate: Option<f64>,
+    /// Fraction of subscribers that stop reading after subscribing (slow consumers).
+    #[arg(long)]
+    stalled_fraction: Option<f64>,
     /// Client threads (0 = automatic).
     #[arg(long)]
     threads: Option<usize>,
@@ -162,6 +165,7 @@ impl RunArgs {
             zipf_s => zipf_s,
             format => format,
             max_rate => max_rate,
+            stalled_fraction => stalled_fraction,
             threads => threads,
             seed => seed,
             duration => duration_s,

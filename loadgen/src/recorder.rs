@@ -51,6 +51,8 @@ pub struct Rec {
 /// Counters of one thread, summed over threads at the end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// Subscribers that stopped reading on purpose (`--stalled-fraction`).
+    pub stalled: u64,
     /// Records received, all kinds, the whole run.
     pub records: u64,
     /// Records whose `ts_event` is in the measured window.
@@ -95,6 +97,7 @@ pub struct Counters {
 impl Counters {
     /// Adds `other` into `self`.
     pub fn add(&mut self, o: &Counters) {
+        self.stalled += o.stalled;
         self.records += o.records;
         self.window_records += o.window_records;
         self.bytes += o.bytes;

@@ -125,6 +125,9 @@ pub struct Summary {
     pub connections_failed: u64,
     /// Connections the server closed during the run.
     pub closed_by_server: u64,
+    /// Subscribers that stopped reading on purpose (`stalled_fraction`); not measured.
+    #[serde(default)]
+    pub stalled: u64,
     /// Sequence gaps (per connection and symbol).
     pub gaps: u64,
     /// Updates missing in those gaps.
@@ -558,6 +561,7 @@ mod tests {
             conflated: 0,
             conflated_updates: 0,
             conflation_episodes: 0,
+            stalled: 0,
             snapshots: 0,
             replays: 0,
             resyncs: 0,

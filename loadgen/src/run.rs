@@ -297,16 +297,21 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         s.zipf_s,
         s.seed,
     );
+    let stalled = (s.connections as f64 * s.stalled_fraction).round() as usize;
     for i in 0..s.connections {
         let symbols = match picker.next_subscription() {
             Subscription::All => Vec::new(),
             Subscription::Some(list) => list.into_iter().map(|k| universe[k].1.clone()).collect(),
         };
+        // A stalled subscriber takes every symbol: the heaviest slow consumer, whose
+        // socket buffers fill within seconds, so that the server must conflate it.
+        let symbols = if i < stalled { Vec::new() } else { symbols };
         plans[i % threads].specs.push(SubSpec {
             url: url.clone(),
             symbols,
             format: s.format,
             max_rate: s.max_rate,
+            stalled: i < stalled,
         });
     }
 
@@ -339,7 +344,7 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
     let connect_started = Instant::now();
     let n = s.connections as u64;
     let mut last_print = Instant::now();
-    while live.connected.load(Relaxed) + live.failed.load(Relaxed) < n
+    while live.connected.load(Relaxed) + live.failed.load(Relaxed) + live.stalled.load(Relaxed) < n
         && now_ns() < connect_deadline + SEC
     {
         std::thread::sleep(Duration::from_millis(20));
@@ -532,6 +537,7 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         conflated: c.conflated,
         conflated_updates: c.conflated_updates,
         conflation_episodes: c.conflation_episodes,
+        stalled: c.stalled,
         snapshots: c.snapshots,
         replays: c.replays,
         resyncs: c.resyncs,

@@ -111,6 +111,10 @@ pub struct Settings {
     pub format: Format,
     /// `max_rate` per symbol asked by each subscriber; 0 is unlimited. Default: 0.
     pub max_rate: f64,
+    /// Fraction of the subscribers that subscribe to every symbol and then never read
+    /// again (slow consumers), to measure what they cost the others; they are not
+    /// measured themselves. Default: 0.
+    pub stalled_fraction: f64,
     /// Client threads (each a current-thread runtime); 0 picks one per CPU, or half
     /// the CPUs when the server runs in this process. Default: 0.
     pub threads: usize,
@@ -158,6 +162,7 @@ impl Default for Settings {
             zipf_s: 1.0,
             format: Format::Binary,
             max_rate: 0.0,
+            stalled_fraction: 0.0,
             threads: 0,
             pin: false,
             seed: 1,
@@ -191,6 +196,12 @@ impl Settings {
         finite("drain", self.drain_s)?;
         finite("connect_timeout", self.connect_timeout_s)?;
         finite("max_rate", self.max_rate)?;
+        if !(0.0..=0.9).contains(&self.stalled_fraction) {
+            bail!(
+                "stalled_fraction must be in [0, 0.9], got {}",
+                self.stalled_fraction
+            );
+        }
         finite("zipf_s", self.zipf_s)?;
         if self.duration_s <= 0.0 || self.duration_s > MAX_DURATION_S {
             bail!("duration must be in (0, {MAX_DURATION_S}] seconds");
