@@ -94,11 +94,24 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Connection and message limits.
     pub limits: Limits,
+    /// TLS (`wss://`, `https://`) for the one port; absent (the default) serves plain
+    /// TCP.
+    pub tls: Option<TlsConfig>,
     /// Subscriber authentication; absent (the default) lets anyone subscribe to
     /// anything, as suits a local demo.
     pub auth: Option<crate::auth::AuthConfig>,
     /// The feeds to run. Default: one synthetic feed.
     pub feeds: Vec<FeedSpec>,
+}
+
+/// Settings of `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_path: std::path::PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: std::path::PathBuf,
 }
 
 /// Limits that protect the server from too many or too demanding clients. Each one's
@@ -164,6 +177,7 @@ impl Default for Config {
             ping_interval_ms: 15_000,
             idle_timeout_ms: 45_000,
             limits: Limits::default(),
+            tls: None,
             auth: None,
             feeds: vec![FeedSpec::default()],
         }

@@ -22,12 +22,16 @@ use tokio::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 use crate::admission::Refusal;
+use crate::transport::Transport;
 use crate::writer::{Handle, Shared};
 
 type Body = Full<Bytes>;
 
 /// Serves one accepted TCP connection.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, core: Handle, shared: Arc<Shared>) {
+pub async fn serve<IO>(io: IO, peer: SocketAddr, core: Handle, shared: Arc<Shared>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let handshake_ms = shared.config.limits.handshake_timeout_ms;
     let svc = service_fn(move |req| {
         let core = core.clone();
@@ -37,7 +41,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, core: Handle, shared: Arc<S
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(handshake_ms))
-        .serve_connection(TokioIo::new(tcp), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "http connection ended with an error");
@@ -162,19 +166,27 @@ fn upgrade(
             }
         };
         let upgraded = ws.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                core.run_connection(
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    peer,
-                    permit,
-                    entitlements,
-                )
-                .await
+        // Take the socket back from hyper: the writer core writes to it directly.
+        let (transport, read_buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Transport::Plain(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => {
+                match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+                    Ok(parts) => {
+                        let (tcp, session) = parts.io.into_inner().into_inner();
+                        (
+                            Transport::Tls(tcp, std::cell::RefCell::new(session)),
+                            parts.read_buf,
+                        )
+                    }
+                    Err(_) => {
+                        tracing::error!(%peer, "upgraded connection is neither TCP nor TLS over TCP");
+                        return;
+                    }
+                }
             }
-            Err(_) => tracing::error!(%peer, "upgraded connection is not a TCP stream"),
-        }
+        };
+        core.run_connection(transport, read_buf, peer, permit, entitlements)
+            .await;
     });
     response.map(|_| Full::new(Bytes::new()))
 }

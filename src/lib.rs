@@ -11,7 +11,8 @@
 //! - [`ring`]: the lock-free SPMC broadcast ring, built on [`seqlock`] cells.
 //! - [`lvc`]: the last-value cache, for snapshots, lap recovery and conflation.
 //! - [`writer`]: pinned writer cores, each owning its connections; they read every
-//!   slot once and append encoded records to subscribers' [`outbox`]es.
+//!   slot once and append encoded records to subscribers' [`outbox`]es, written to
+//!   each [`transport`] (TCP, or TLS with rustls) in one call per batch.
 //! - [`conflate`]: what a slow or rate-limited subscription merges, sans-IO.
 //! - [`wire`]: the binary and JSON encodings; [`protocol`]: client control messages.
 //! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`,
@@ -51,5 +52,6 @@ pub mod server;
 pub mod stats;
 pub mod symbol;
 pub mod tick;
+pub mod transport;
 pub mod wire;
 pub mod writer;

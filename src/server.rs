@@ -36,6 +36,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Spawn(std::io::Error),
@@ -61,6 +64,10 @@ impl Server {
     /// Binds the listeners and starts every thread.
     pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         config.validate()?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::transport::server_config(&t.cert_path, &t.key_path)?),
+            None => None,
+        };
         let workers = config.worker_count();
         let listeners = bind(config.listen, workers)?;
         let addr = listeners[0]
@@ -94,6 +101,7 @@ impl Server {
             ring,
             stats: stats.clone(),
             publish: crate::publish::Inlet::new(publish_tx, publish_status),
+            tls,
             admission: crate::admission::Admission::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,

@@ -44,7 +44,10 @@ pub enum TlsError {
 }
 
 /// A rustls server configuration from PEM files (HTTP/1.1 over ALPN).
-pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Certs {

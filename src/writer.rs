@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,7 +34,7 @@ use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use serde_json::{json, Value};
 use slab::Slab;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
@@ -48,6 +48,7 @@ use crate::ring::{Read, Reader, Ring};
 use crate::stats::{ConnStats, CoreStats, Stats};
 use crate::symbol::{Symbol, SymbolTable};
 use crate::tick::{Flags, Tick};
+use crate::transport::Transport;
 use crate::wire::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RECORD_SIZE};
 
 /// Ring slots read before the dispatch loop flushes and yields to other tasks.
@@ -80,6 +81,8 @@ pub struct Shared {
     pub publish: crate::publish::Inlet,
     /// Connection limits.
     pub admission: Arc<crate::admission::Admission>,
+    /// TLS acceptor when `[tls]` is configured.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// One subscription: a connection's interest in one symbol.
@@ -98,7 +101,7 @@ struct Sub {
 
 #[derive(Debug)]
 struct Conn {
-    sock: Rc<TcpStream>,
+    sock: Rc<Transport>,
     out: Outbox,
     format: Format,
     /// symbol id → sub key.
@@ -530,7 +533,20 @@ impl Core {
         loop {
             let pending = conn.out.pending();
             if pending.is_empty() {
-                conn.last_progress_ns = now;
+                match conn.sock.flush() {
+                    Ok(()) => conn.last_progress_ns = now,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !conn.blocked {
+                            conn.blocked = true;
+                            conn.write_wake.notify_one();
+                        }
+                        return false;
+                    }
+                    Err(_) => {
+                        conn.dead = true;
+                        conn.close_wake.notify_one();
+                    }
+                }
                 break;
             }
             stats.writes.fetch_add(1, Relaxed);
@@ -1081,7 +1097,7 @@ impl Core {
         self.flush(key, now);
     }
 
-    fn register(&mut self, sock: Rc<TcpStream>, peer: SocketAddr) -> usize {
+    fn register(&mut self, sock: Rc<Transport>, peer: SocketAddr) -> usize {
         let id = self.shared.stats.next_conn_id.fetch_add(1, Relaxed);
         let stats = Arc::new(ConnStats::new(id, peer, self.id));
         self.shared
@@ -1266,12 +1282,27 @@ async fn accept_loop(listener: TcpListener, core: Rc<RefCell<Core>>, shared: Arc
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                tokio::task::spawn_local(crate::http::serve(
-                    tcp,
-                    peer,
-                    Handle(core.clone()),
-                    shared.clone(),
-                ));
+                let handle = Handle(core.clone());
+                let shared = shared.clone();
+                match shared.tls.clone() {
+                    None => {
+                        tokio::task::spawn_local(crate::http::serve(tcp, peer, handle, shared));
+                    }
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        tokio::task::spawn_local(async move {
+                            let limit =
+                                Duration::from_millis(shared.config.limits.handshake_timeout_ms);
+                            match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => crate::http::serve(tls, peer, handle, shared).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -1298,14 +1329,14 @@ impl Handle {
     /// `prefix` holds bytes the HTTP layer read past the handshake.
     pub async fn run_connection(
         self,
-        tcp: TcpStream,
+        transport: Transport,
         prefix: Bytes,
         peer: SocketAddr,
         permit: crate::admission::Permit,
         entitlements: Option<crate::auth::Entitlements>,
     ) {
         let core = self.0;
-        let sock = Rc::new(tcp);
+        let sock = Rc::new(transport);
         let key = core.borrow_mut().register(sock.clone(), peer);
         core.borrow_mut().conns[key].entitlements = entitlements.map(Arc::new);
         let (write_wake, close_wake, max_msg) = {
@@ -1428,7 +1459,7 @@ impl Handle {
 async fn finish_connection(
     core: &Rc<RefCell<Core>>,
     key: usize,
-    sock: &TcpStream,
+    sock: &Transport,
     write_wake: &Notify,
 ) {
     let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
@@ -1444,14 +1475,15 @@ async fn finish_connection(
         write_wake.notify_one();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Write);
+    sock.shutdown_write();
+    let tcp = sock.tcp();
     let mut sink = [0u8; 16 * 1024];
     let _ = tokio::time::timeout_at(deadline, async {
         loop {
-            if sock.readable().await.is_err() {
+            if tcp.readable().await.is_err() {
                 return;
             }
-            match sock.try_read(&mut sink) {
+            match tcp.try_read(&mut sink) {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -1463,7 +1495,7 @@ async fn finish_connection(
 }
 
 /// Waits for a full socket to drain, on behalf of the dispatch loop.
-async fn write_task(core: Rc<RefCell<Core>>, key: usize, sock: Rc<TcpStream>, wake: Rc<Notify>) {
+async fn write_task(core: Rc<RefCell<Core>>, key: usize, sock: Rc<Transport>, wake: Rc<Notify>) {
     loop {
         wake.notified().await;
         loop {
@@ -1472,7 +1504,7 @@ async fn write_task(core: Rc<RefCell<Core>>, key: usize, sock: Rc<TcpStream>, wa
                 None => return,
                 Some(true) => break,
                 Some(false) => {
-                    if sock.writable().await.is_err() {
+                    if sock.tcp().writable().await.is_err() {
                         if let Some(conn) = core.borrow_mut().conns.get_mut(key) {
                             conn.dead = true;
                             conn.close_wake.notify_one();
@@ -1485,9 +1517,10 @@ async fn write_task(core: Rc<RefCell<Core>>, key: usize, sock: Rc<TcpStream>, wa
     }
 }
 
-/// The read half of a shared socket, with bytes already read by the HTTP layer first.
+/// The read side of a shared transport, with bytes already read by the HTTP layer
+/// first.
 struct SockRead {
-    sock: Rc<TcpStream>,
+    sock: Rc<Transport>,
     prefix: Bytes,
 }
 
@@ -1503,16 +1536,6 @@ impl AsyncRead for SockRead {
             buf.put_slice(&this.prefix.split_to(n));
             return Poll::Ready(Ok(()));
         }
-        loop {
-            ready!(this.sock.poll_read_ready(cx))?;
-            match this.sock.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        this.sock.poll_read(cx, buf)
     }
 }

@@ -19,6 +19,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Any byte stream a WebSocket can run over (plain TCP, TLS).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -66,12 +70,12 @@ pub async fn connect(addr: SocketAddr) -> Ws {
     ws
 }
 
-pub async fn send_json(ws: &mut Ws, v: Value) {
+pub async fn send_json<S: Stream>(ws: &mut WebSocketStream<S>, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("send");
 }
 
 /// The next message of any kind (pings are answered by the client itself).
-pub async fn next(ws: &mut Ws) -> Message {
+pub async fn next<S: Stream>(ws: &mut WebSocketStream<S>) -> Message {
     loop {
         let m = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -86,7 +90,7 @@ pub async fn next(ws: &mut Ws) -> Message {
 }
 
 /// The next text message parsed as JSON.
-pub async fn next_json(ws: &mut Ws) -> Value {
+pub async fn next_json<S: Stream>(ws: &mut WebSocketStream<S>) -> Value {
     match next(ws).await {
         Message::Text(t) => serde_json::from_str(&t).expect("valid JSON"),
         other => panic!("expected text, got {other:?}"),
@@ -94,7 +98,7 @@ pub async fn next_json(ws: &mut Ws) -> Value {
 }
 
 /// Reads until a control message of `kind` arrives, returning it and the ticks seen.
-pub async fn until_type(ws: &mut Ws, kind: &str) -> Value {
+pub async fn until_type<S: Stream>(ws: &mut WebSocketStream<S>, kind: &str) -> Value {
     loop {
         if let Message::Text(t) = next(ws).await {
             let v: Value = serde_json::from_str(&t).unwrap();
@@ -171,7 +175,10 @@ pub fn seen_from_tick(t: &Tick, names: &HashMap<u32, String>) -> Seen {
 
 /// Reads the next batch of ticks from a connection in either format, tracking the
 /// id → name map from `symbols` messages. Control messages are returned separately.
-pub async fn next_ticks(ws: &mut Ws, names: &mut HashMap<u32, String>) -> Result<Vec<Seen>, Value> {
+pub async fn next_ticks<S: Stream>(
+    ws: &mut WebSocketStream<S>,
+    names: &mut HashMap<u32, String>,
+) -> Result<Vec<Seen>, Value> {
     match next(ws).await {
         Message::Text(t) => {
             let v: Value = serde_json::from_str(&t).unwrap();
