@@ -16,10 +16,13 @@ use tokio::net::TcpListener;
 
 const SYMBOLS: [&str; 4] = ["SYM0", "SYM1", "SYM2", "SYM3"];
 
+/// Short delays, so that the restart tests reconnect quickly; a short connect timeout,
+/// so that an attempt that reached a server on its way out is retried soon.
 fn options() -> Options {
     Options {
         backoff_initial_ms: 20,
         backoff_max_ms: 200,
+        connect_timeout_ms: 1_000,
         jitter_seed: Some(7),
         ..Options::symbols(SYMBOLS)
     }
@@ -367,6 +370,7 @@ async fn resubscribe_rejected_by_a_server_without_the_symbol_is_retried() {
         Options {
             backoff_initial_ms: 20,
             backoff_max_ms: 100,
+            connect_timeout_ms: 1_000,
             ..Options::symbols(["SYM0"])
         },
     )

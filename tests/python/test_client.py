@@ -231,7 +231,7 @@ def test_restart_on_the_same_port_reconnects_with_a_snapshot_and_no_gap():
         nonlocal proc
         events = []
         async with tickcast.Client(f"ws://{addr}/ws", SYMBOLS, backoff_initial=0.02,
-                                   backoff_max=0.2, seed=3) as client:
+                                   backoff_max=0.2, open_timeout=1, seed=3) as client:
             async with asyncio.timeout(WAIT):
                 while any(client.last_seqs().get(s, 0) < 1000 for s in SYMBOLS):
                     ev = await client.next()
@@ -279,7 +279,7 @@ def test_resubscribe_rejected_by_a_restarted_server_is_retried(tmp_path):
     async def run():
         nonlocal proc
         async with tickcast.Client(f"ws://{addr}/ws", ["SYM0"], backoff_initial=0.02,
-                                   backoff_max=0.1, seed=5) as client:
+                                   backoff_max=0.1, open_timeout=1, seed=5) as client:
             async with asyncio.timeout(WAIT):
                 while not client.last_seqs():
                     await client.next()
