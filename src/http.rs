@@ -174,7 +174,7 @@ fn upgrade(
                     Ok(parts) => {
                         let (tcp, session) = parts.io.into_inner().into_inner();
                         (
-                            Transport::Tls(tcp, std::cell::RefCell::new(session)),
+                            Transport::Tls(tcp, Box::new(std::cell::RefCell::new(session))),
                             parts.read_buf,
                         )
                     }

@@ -78,8 +78,8 @@ pub fn server_config(
 pub enum Transport {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TCP carrying a TLS session.
-    Tls(TcpStream, RefCell<ServerConnection>),
+    /// TCP carrying a TLS session (boxed: the session is large).
+    Tls(TcpStream, Box<RefCell<ServerConnection>>),
 }
 
 /// `std::io` view of a non-blocking tokio socket, for rustls's `read_tls`/`write_tls`.
