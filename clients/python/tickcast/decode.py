@@ -110,15 +110,28 @@ def decode_header(msg: Buffer) -> Header:
     return header
 
 
+_unpack_header = HEADER.unpack_from
+_frombuffer = np.frombuffer
+
+
 def decode(msg: Buffer) -> Tuple[Header, np.ndarray]:
     """Decodes a binary message into its header and a structured array of records.
 
     The array is a read-only view of ``msg`` (no copy): copy it (``.copy()``) to keep
-    it beyond the life of the message buffer or to modify it.
+    it beyond the life of the message buffer or to modify it. Raises
+    :class:`DecodeError` as :func:`decode_header` does.
     """
-    header = decode_header(msg)
-    records = np.frombuffer(msg, dtype=RECORD_DTYPE, count=header.record_count, offset=HEADER_SIZE)
-    return header, records
+    # The common case in as few Python steps as possible: numpy's per-call overhead
+    # already dominates small messages. Anything unusual takes decode_header's path,
+    # which explains what is wrong.
+    try:
+        version, record_size, count, ts_out = _unpack_header(msg)
+    except (struct.error, TypeError):
+        decode_header(msg)
+        raise  # decode_header raised; not reached
+    if version != VERSION or record_size != RECORD_SIZE or len(msg) != HEADER_SIZE + count * RECORD_SIZE:
+        decode_header(msg)
+    return Header(version, record_size, count, ts_out), _frombuffer(msg, RECORD_DTYPE, count, HEADER_SIZE)
 
 
 def decode_struct(msg: Buffer) -> Tuple[Header, List[Tuple[int, ...]]]:
