@@ -6,6 +6,8 @@ import json
 import os
 import struct
 import subprocess
+import time
+import urllib.request
 from decimal import Decimal
 
 import pytest
@@ -31,6 +33,15 @@ def server():
         line = proc.stdout.readline()
         assert "listening on http://" in line, f"unexpected first line: {line!r}"
         addr = line.split("http://", 1)[1].split()[0]
+        # The feed interns its symbols just after the port opens: wait for all of them,
+        # so that no test subscribes to a symbol that does not exist yet.
+        deadline = time.monotonic() + 20
+        while True:
+            with urllib.request.urlopen(f"http://{addr}/healthz", timeout=5) as r:
+                if json.load(r).get("symbols") == 20:
+                    break
+            assert time.monotonic() < deadline, "symbols never appeared"
+            time.sleep(0.01)
         yield addr
     finally:
         proc.terminate()
