@@ -180,10 +180,9 @@ pub fn decode_message(bytes: &[u8]) -> Result<(MessageHeader, Vec<Tick>), Decode
     Ok((header, out))
 }
 
-/// Validates a binary message and returns its header and archived records, borrowed
-/// from `bytes` (zero copy). `bytes` must be 8-byte aligned; copy into an
-/// `rkyv::util::AlignedVec` first when it may not be.
-pub fn records(bytes: &[u8]) -> Result<(MessageHeader, Vec<&ArchivedWireRecord>), DecodeError> {
+/// Checks a binary message's header: a version-1 header whose record count matches the
+/// length. Records need no further check: every byte pattern is a valid record.
+pub fn check_message(bytes: &[u8]) -> Result<MessageHeader, DecodeError> {
     if bytes.len() < HEADER_SIZE {
         return Err(DecodeError::Length {
             len: bytes.len(),
@@ -201,13 +200,21 @@ pub fn records(bytes: &[u8]) -> Result<(MessageHeader, Vec<&ArchivedWireRecord>)
     if header.version != VERSION || usize::from(header.record_size) != RECORD_SIZE {
         return Err(DecodeError::Version(header.version));
     }
-    let body = &bytes[HEADER_SIZE..];
-    if body.len() != header.record_count as usize * RECORD_SIZE {
+    if (bytes.len() - HEADER_SIZE) as u64 != u64::from(header.record_count) * RECORD_SIZE as u64 {
         return Err(DecodeError::Length {
             len: bytes.len(),
             count: header.record_count,
         });
     }
+    Ok(header)
+}
+
+/// Validates a binary message and returns its header and archived records, borrowed
+/// from `bytes` (zero copy). `bytes` must be 8-byte aligned; copy into an
+/// `rkyv::util::AlignedVec` first when it may not be.
+pub fn records(bytes: &[u8]) -> Result<(MessageHeader, Vec<&ArchivedWireRecord>), DecodeError> {
+    let header = check_message(bytes)?;
+    let body = &bytes[HEADER_SIZE..];
     let mut out = Vec::with_capacity(header.record_count as usize);
     for chunk in body.chunks_exact(RECORD_SIZE) {
         out.push(

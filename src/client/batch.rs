@@ -6,10 +6,7 @@ use rkyv::rancor::Failure;
 use rkyv::util::AlignedVec;
 
 use crate::tick::{Flags, Tick};
-use crate::wire::{
-    ArchivedMessageHeader, ArchivedWireRecord, DecodeError, MessageHeader, HEADER_SIZE,
-    RECORD_SIZE, VERSION,
-};
+use crate::wire::{ArchivedWireRecord, DecodeError, MessageHeader, HEADER_SIZE, RECORD_SIZE};
 
 /// Symbol id → name on one connection, shared by every batch it delivered.
 pub type SymbolNames = Arc<Vec<Option<Arc<str>>>>;
@@ -132,31 +129,7 @@ pub fn records_in(msg: &[u8]) -> Records<'_> {
 /// Checks a binary message: aligned, a version-1 header, a length that matches the
 /// record count. Records need no further check: every byte pattern is a valid record.
 pub fn check(msg: &[u8]) -> Result<MessageHeader, DecodeError> {
-    if msg.len() < HEADER_SIZE {
-        return Err(DecodeError::Length {
-            len: msg.len(),
-            count: 0,
-        });
-    }
-    let h = rkyv::access::<ArchivedMessageHeader, Failure>(&msg[..HEADER_SIZE])
-        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
-    let header = MessageHeader {
-        version: h.version.to_native(),
-        record_size: h.record_size.to_native(),
-        record_count: h.record_count.to_native(),
-        ts_out: h.ts_out.to_native(),
-    };
-    if header.version != VERSION || usize::from(header.record_size) != RECORD_SIZE {
-        return Err(DecodeError::Version(header.version));
-    }
-    if (msg.len() - HEADER_SIZE) as u64 != u64::from(header.record_count) * RECORD_SIZE as u64 {
-        return Err(DecodeError::Length {
-            len: msg.len(),
-            count: header.record_count,
-        });
-    }
-    // rkyv checks alignment of the header above; records share the buffer's alignment.
-    Ok(header)
+    crate::wire::check_message(msg)
 }
 
 #[cfg(test)]
