@@ -23,8 +23,9 @@
 //!
 //! Layers, as in the server: [`Session`] is sans-IO (subscriptions, the id → name
 //! map, [`GapDetector`], resume points) and [`Client`] is the I/O around it: a
-//! fastwebsockets connection whose read half runs in a task that hands complete
-//! messages to [`Client::next`] through a bounded queue.
+//! fastwebsockets connection ([`crate::wsclient`]: `ws://`, or `wss://` with rustls
+//! trusting the webpki roots plus [`Options::ca_file`]) whose read half runs in a
+//! task that hands complete messages to [`Client::next`] through a bounded queue.
 //!
 //! Backpressure: the queue holds [`Options::queue_messages`] messages. While it is
 //! full the reading task stops reading, the socket's buffers fill, and the server
@@ -49,21 +50,19 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use std::path::PathBuf;
+
 use fastwebsockets::{
     CloseCode, FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, WebSocketWrite,
 };
-use http_body_util::Empty;
-use hyper::header::{CONNECTION, HOST, UPGRADE, USER_AGENT};
 use hyper::upgrade::Upgraded;
-use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use rkyv::util::AlignedVec;
 use thiserror::Error;
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 pub use batch::{Batch, Records};
 pub use gaps::{Gap, GapDetector};
@@ -71,6 +70,7 @@ pub use session::Session;
 
 use crate::feed::exchange::Backoff;
 use crate::wire::DecodeError;
+use crate::wsclient::{self, ConnectError, Target};
 
 /// What [`Client::next`] returns.
 #[derive(Debug)]
@@ -131,12 +131,17 @@ pub enum Event {
 /// Why a client operation failed.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    /// The URL is not `ws://host[:port]/path`.
-    #[error("invalid url {0:?}: expected ws://host[:port]/path")]
+    /// The URL is not `ws://host[:port]/path` or `wss://host[:port]/path`.
+    #[error("invalid url {0:?}: expected ws://host[:port]/path or wss://…")]
     Url(String),
     /// TCP connect failed.
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
+    /// `wss://` only: the TLS client could not be set up ([`Options::ca_file`]
+    /// unreadable or not PEM certificates) or the TLS handshake failed (for
+    /// instance, a certificate no trusted root vouches for).
+    #[error("tls: {0}")]
+    Tls(String),
     /// Connecting took longer than [`Options::connect_timeout_ms`].
     #[error("connect timed out")]
     ConnectTimeout,
@@ -159,6 +164,17 @@ pub enum ClientError {
         /// The last attempt's error.
         last: String,
     },
+}
+
+impl From<ConnectError> for ClientError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Url(url) => ClientError::Url(url),
+            ConnectError::Connect(e) => ClientError::Connect(e),
+            ConnectError::Tls(e) => ClientError::Tls(e),
+            ConnectError::WebSocket(e) => ClientError::WebSocket(e),
+        }
+    }
 }
 
 impl ClientError {
@@ -195,6 +211,10 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Seed of the reconnect jitter; `None` seeds from the clock. Default: `None`.
     pub jitter_seed: Option<u64>,
+    /// `wss://` only: extra trusted root certificates (PEM), besides the webpki
+    /// roots, for a private CA or a self-signed server. Read once, by
+    /// [`Client::connect`]. Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -210,6 +230,7 @@ impl Default for Options {
             queue_messages: 1_024,
             max_message_bytes: 1 << 20,
             jitter_seed: None,
+            ca_file: None,
         }
     }
 }
@@ -224,54 +245,13 @@ impl Options {
     }
 }
 
-/// Where to connect, from the URL.
-#[derive(Debug, Clone)]
-struct Target {
-    host: String,
-    port: u16,
-    /// `host:port`, for the Host header.
-    authority: String,
-    path: String,
-}
+/// The TLS client of a `wss://` target; a wrapper because `TlsConnector` is not
+/// `Debug`.
+struct Tls(TlsConnector);
 
-impl Target {
-    fn parse(url: &str) -> Result<Target, ClientError> {
-        let bad = || ClientError::Url(url.to_string());
-        let uri: Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("ws") {
-            return Err(bad());
-        }
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let authority = uri.authority().ok_or_else(bad)?.as_str().to_string();
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .filter(|p| !p.is_empty())
-            .unwrap_or("/")
-            .to_string();
-        Ok(Target {
-            port: uri.port_u16().unwrap_or(80),
-            host,
-            authority,
-            path,
-        })
-    }
-}
-
-/// Runs hyper's connection task (which ends once the connection is upgraded).
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: std::future::Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::task::spawn(fut);
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
     }
 }
 
@@ -316,6 +296,8 @@ impl Drop for Conn {
 #[derive(Debug)]
 pub struct Client {
     target: Target,
+    /// The TLS client of a `wss://` target, built once from [`Options::ca_file`].
+    tls: Option<Tls>,
     options: Options,
     session: Session,
     conn: Option<Conn>,
@@ -333,11 +315,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (`ws://host:port/ws`) and subscribes to
-    /// [`Options::symbols`]. The first connection must succeed; later ones are
-    /// retried as [`Options`] say.
+    /// Connects to `url` (`ws://host:port/ws`, or `wss://host:port/ws` for a
+    /// server with TLS) and subscribes to [`Options::symbols`]. The first connection
+    /// must succeed; later ones are retried as [`Options`] say.
     pub async fn connect(url: &str, options: Options) -> Result<Client, ClientError> {
         let target = Target::parse(url)?;
+        let tls = if target.tls {
+            Some(Tls(wsclient::tls_connector(options.ca_file.as_deref())?))
+        } else {
+            None
+        };
         let seed = options.jitter_seed.unwrap_or_else(crate::feed::now_ns);
         let mut client = Client {
             backoff: Backoff::new(
@@ -352,6 +339,7 @@ impl Client {
             ),
             resubscribe_at: None,
             target,
+            tls,
             session: Session::new(),
             conn: None,
             retry_at: None,
@@ -533,33 +521,12 @@ impl Client {
 
     /// Connects, upgrades, and starts the reading task.
     async fn open(&self) -> Result<Conn, ClientError> {
-        let t = &self.target;
         let timeout = Duration::from_millis(self.options.connect_timeout_ms.max(1));
-        let connect = async {
-            let tcp = TcpStream::connect((t.host.as_str(), t.port))
-                .await
-                .map_err(ClientError::Connect)?;
-            let _ = tcp.set_nodelay(true);
-            let request = Request::builder()
-                .method("GET")
-                .uri(t.path.as_str())
-                .header(HOST, t.authority.as_str())
-                .header(UPGRADE, "websocket")
-                .header(CONNECTION, "upgrade")
-                .header(
-                    "Sec-WebSocket-Key",
-                    fastwebsockets::handshake::generate_key(),
-                )
-                .header("Sec-WebSocket-Version", "13")
-                .header(
-                    USER_AGENT,
-                    concat!("tickcast-client/", env!("CARGO_PKG_VERSION")),
-                )
-                .body(Empty::<Bytes>::new())
-                .map_err(|_| ClientError::Url(t.path.clone()))?;
-            let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, request, tcp).await?;
-            Ok::<_, ClientError>(ws)
-        };
+        let connect = wsclient::connect(
+            &self.target,
+            self.tls.as_ref().map(|t| &t.0),
+            concat!("tickcast-client/", env!("CARGO_PKG_VERSION")),
+        );
         let ws = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::ConnectTimeout)??;
@@ -637,27 +604,6 @@ async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let t = Target::parse("ws://127.0.0.1:9001/ws").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("127.0.0.1", 9001, "/ws")
-        );
-        assert_eq!(t.authority, "127.0.0.1:9001");
-        let t = Target::parse("ws://[::1]/ws?x=1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("::1", 80, "/ws?x=1")
-        );
-        for bad in ["http://x/ws", "ws://", "nonsense", ""] {
-            assert!(
-                matches!(Target::parse(bad), Err(ClientError::Url(_))),
-                "{bad}"
-            );
-        }
-    }
 
     #[test]
     fn terminal_errors() {

@@ -19,7 +19,8 @@
 //!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
-//!   resume); [`capture`] files record its sessions for the replay feed.
+//!   resume); [`capture`] files record its sessions for the replay feed. It and the
+//!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
 //! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
 //!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
 //! - [`server`]: wires it all together; [`config`] holds every setting and
@@ -55,3 +56,4 @@ pub mod tick;
 pub mod transport;
 pub mod wire;
 pub mod writer;
+pub mod wsclient;

@@ -1,5 +1,6 @@
 //! `wss://` and `https://` with a certificate generated in the test, through a real
-//! TLS client (rustls) and a real WebSocket client (tungstenite).
+//! TLS client (rustls) and a real WebSocket client (tungstenite), and the Rust client
+//! (`tickcast::client`) over `wss://`.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
+use tickcast::client::{Client, ClientError, Event, Options};
 use tickcast::config::TlsConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
@@ -149,6 +151,80 @@ async fn wss_and_https_with_a_generated_certificate() {
             more += ticks.len();
         }
     }
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_over_wss_with_an_extra_ca_file() {
+    let (tls, _) = certificate();
+    let ca_file = tls.cert_path.clone();
+    let mut cfg = config(10, 5_000);
+    cfg.tls = Some(tls);
+    let server = start_server(cfg);
+    let url = format!("wss://{}/ws", server.local_addr());
+    let options = Options {
+        connect_timeout_ms: 5_000,
+        ..Options::symbols(["SYM1", "SYM2"])
+    };
+
+    // The self-signed certificate is not among the webpki roots.
+    let err = Client::connect(&url, options.clone()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Tls(_)), "{err}");
+    // A CA file that cannot be read fails before connecting.
+    let missing = Options {
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..options.clone()
+    };
+    let err = Client::connect(&url, missing).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Tls(ref m) if m.contains("/nonexistent/ca.pem")),
+        "{err}"
+    );
+
+    // Trusting the certificate: subscribed, named, and live ticks in sequence.
+    let options = Options {
+        ca_file: Some(ca_file),
+        ..options
+    };
+    let mut client = Client::connect(&url, options).await.unwrap();
+    let mut subscribed = false;
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut live = 0;
+    while live < 200 {
+        let event = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("an event in time")
+            .expect("no client error");
+        match event {
+            Event::Subscribed { symbols } => {
+                assert_eq!(symbols, ["SYM1", "SYM2"]);
+                subscribed = true;
+            }
+            Event::Ticks(batch) => {
+                for r in batch.records() {
+                    let name = batch
+                        .symbol(r.symbol_id.to_native())
+                        .expect("named")
+                        .to_string();
+                    let seq = r.seq.to_native();
+                    if r.flags == 0 {
+                        if let Some(prev) = last.get(&name) {
+                            assert_eq!(seq, prev + 1, "no gap over wss in {name}");
+                        }
+                        live += 1;
+                    }
+                    last.insert(name, seq);
+                }
+            }
+            Event::Symbols(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(subscribed);
+    let mut names: Vec<_> = last.into_keys().collect();
+    names.sort();
+    assert_eq!(names, ["SYM1", "SYM2"]);
+    client.close().await.unwrap();
     server.shutdown();
 }
 

@@ -1,11 +1,11 @@
 //! The exchange feed: a WebSocket client of a venue's public market-data stream.
 //!
 //! One thread per feed runs its own current-thread tokio runtime. A session connects
-//! (TCP, then TLS with rustls and the webpki roots for `wss://`, then the WebSocket
-//! handshake with fastwebsockets over a hyper client connection), sends the venue's
-//! subscribe message and normalizes every message that comes back. Pings are
-//! answered here rather than by fastwebsockets' auto-pong, so that a ping counts as a
-//! sign of life. A session ends when the venue closes, the connection fails, or
+//! through [`crate::wsclient`] (TCP, then TLS with rustls and the webpki roots for
+//! `wss://`, then the WebSocket handshake with fastwebsockets over a hyper client
+//! connection), sends the venue's subscribe message and normalizes every message
+//! that comes back. Pings are answered here rather than by fastwebsockets' auto-pong,
+//! so that a ping counts as a sign of life. A session ends when the venue closes, the connection fails, or
 //! nothing at all (not even a ping) arrives for `heartbeat_timeout_ms`; the feed then
 //! waits an exponential backoff with jitter ([`Backoff`]) and connects again, sending
 //! the subscription again. Trade-id gaps (trades lost while reconnecting, or dropped
@@ -17,28 +17,18 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper::header::{CONNECTION, HOST, UPGRADE, USER_AGENT};
-use hyper::upgrade::Upgraded;
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
 use super::{binance, coinbase, now_ns, FeedContext};
+use crate::wsclient::{self, ConnectError, Target};
 
 /// Settings of an exchange feed (`kind = "binance"` or `kind = "coinbase"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +77,9 @@ impl Default for ExchangeConfig {
         }
     }
 }
+
+/// The User-Agent of the handshake.
+const USER_AGENT: &str = concat!("tickcast/", env!("CARGO_PKG_VERSION"));
 
 /// Largest WebSocket message read; one larger ends the session (fastwebsockets
 /// cannot skip it). Messages between `max_message_bytes` and this are skipped.
@@ -192,132 +185,22 @@ pub enum ExchangeError {
     Protocol(&'static str),
 }
 
+impl From<ConnectError> for ExchangeError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Url(url) => ExchangeError::Url(url),
+            ConnectError::Connect(e) => ExchangeError::Connect(e),
+            ConnectError::Tls(e) => ExchangeError::Tls(e),
+            ConnectError::WebSocket(e) => ExchangeError::WebSocket(e),
+        }
+    }
+}
+
 /// How a session ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The server is shutting down, or the sequencer is gone.
     Stop,
-}
-
-/// Where to connect, from the URL.
-#[derive(Debug, Clone)]
-struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// `host` or `host:port`, for the Host header.
-    authority: String,
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, ExchangeError> {
-        let bad = || ExchangeError::Url(url.to_string());
-        let uri: Uri = url.parse().map_err(|_| bad())?;
-        let tls = match uri.scheme_str() {
-            Some("wss") => true,
-            Some("ws") => false,
-            _ => return Err(bad()),
-        };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let default_port = if tls { 443 } else { 80 };
-        let port = uri.port_u16().unwrap_or(default_port);
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .ok_or_else(bad)?;
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .filter(|p| !p.is_empty())
-            .unwrap_or("/")
-            .to_string();
-        Ok(Target {
-            tls,
-            host,
-            port,
-            authority,
-            path,
-        })
-    }
-}
-
-/// Runs hyper's connection task (which finishes once the connection is upgraded) on
-/// the feed's runtime.
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: std::future::Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::task::spawn(fut);
-    }
-}
-
-fn tls_connector(ca_file: Option<&PathBuf>) -> Result<TlsConnector, ExchangeError> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ExchangeError::Tls(format!("{}: {e}", path.display())))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| ExchangeError::Tls(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| ExchangeError::Tls(format!("{}: {e}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ExchangeError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-type Ws = WebSocket<TokioIo<Upgraded>>;
-
-async fn connect(target: &Target, tls: Option<&TlsConnector>) -> Result<Ws, ExchangeError> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(ExchangeError::Connect)?;
-    // Ticks are small and latency matters more than segment count.
-    let _ = tcp.set_nodelay(true);
-    let request = Request::builder()
-        .method("GET")
-        .uri(target.path.as_str())
-        .header(HOST, target.authority.as_str())
-        .header(UPGRADE, "websocket")
-        .header(CONNECTION, "upgrade")
-        .header(
-            "Sec-WebSocket-Key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("Sec-WebSocket-Version", "13")
-        .header(USER_AGENT, concat!("tickcast/", env!("CARGO_PKG_VERSION")))
-        .body(Empty::<Bytes>::new())
-        .map_err(|_| ExchangeError::Url(target.path.clone()))?;
-    let (ws, _response) = match tls {
-        Some(connector) => {
-            let name = ServerName::try_from(target.host.clone())
-                .map_err(|e| ExchangeError::Tls(e.to_string()))?;
-            let stream = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| ExchangeError::Tls(e.to_string()))?;
-            fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await?
-        }
-        None => fastwebsockets::handshake::client(&SpawnExecutor, request, tcp).await?,
-    };
-    Ok(ws)
 }
 
 /// A configured time in ms as a `Duration` between 1 ms and a year, so that adding it
@@ -354,10 +237,10 @@ impl Client<'_> {
     /// One connection: connect, subscribe, read until it ends.
     async fn session(&mut self, delivered: &mut bool) -> Result<End, ExchangeError> {
         let connect_timeout = bounded_ms(self.cfg.connect_timeout_ms);
-        let mut ws =
-            tokio::time::timeout(connect_timeout, connect(&self.target, self.tls.as_ref()))
-                .await
-                .map_err(|_| ExchangeError::ConnectTimeout)??;
+        let connect = wsclient::connect(&self.target, self.tls.as_ref(), USER_AGENT);
+        let mut ws = tokio::time::timeout(connect_timeout, connect)
+            .await
+            .map_err(|_| ExchangeError::ConnectTimeout)??;
         ws.set_auto_pong(false);
         ws.set_auto_close(true);
         ws.set_max_message_size(MAX_FRAME_BYTES);
@@ -477,7 +360,7 @@ async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
         }
     };
     let tls = if target.tls {
-        match tls_connector(cfg.ca_file.as_ref()) {
+        match wsclient::tls_connector(cfg.ca_file.as_deref()) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!(feed = %name, error = %e, "exchange feed not started");
@@ -560,41 +443,6 @@ mod tests {
         let a: Vec<_> = (0..8).map(|_| again.next_delay()).collect();
         let o: Vec<_> = (0..8).map(|_| other.next_delay()).collect();
         assert_ne!(a, o, "another seed jitters differently");
-    }
-
-    #[test]
-    fn targets_from_urls() {
-        let t = Target::parse("wss://stream.binance.com:9443/stream").unwrap();
-        assert_eq!(
-            (
-                t.tls,
-                t.host.as_str(),
-                t.port,
-                t.authority.as_str(),
-                t.path.as_str()
-            ),
-            (
-                true,
-                "stream.binance.com",
-                9443,
-                "stream.binance.com:9443",
-                "/stream"
-            )
-        );
-        let t = Target::parse("wss://ws-feed.exchange.coinbase.com").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (443, "/"));
-        let t = Target::parse("ws://127.0.0.1:9000/ws?x=1").unwrap();
-        assert_eq!((t.tls, t.port, t.path.as_str()), (false, 9000, "/ws?x=1"));
-        for bad in ["http://x/", "127.0.0.1:9000", "ws://", ""] {
-            assert!(Target::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn tls_connector_builds_with_webpki_roots() {
-        assert!(tls_connector(None).is_ok());
-        let missing = PathBuf::from("/nonexistent/ca.pem");
-        assert!(tls_connector(Some(&missing)).is_err());
     }
 
     #[test]
