@@ -1,5 +1,6 @@
-"""Decode throughput of the Python client: numpy (one ``np.frombuffer`` per message)
-against the pure-``struct`` reference decoder, in records per second.
+"""Decode throughput of the Python client: numpy (one ``np.frombuffer`` per message,
+or one ``decode_capture`` per capture file) against the pure-``struct`` reference
+decoder, in records per second.
 
     python bench.py                       # synthetic stream: 100,000 records in
                                           # messages of every size from 1 to 910
@@ -12,18 +13,25 @@ Each path reads every record's ``seq`` and first value, so none skips the work:
   ``tickcast.concat``, then column sums over the stream (the idiomatic use);
 - numpy per message: the same decode, with the column sums done per message (numpy's
   per-call overhead on every message: small messages pay for it);
-- struct: ``tickcast.decode_struct`` per message and a Python loop over the tuples.
+- struct: ``tickcast.decode_struct`` per message and a Python loop over the tuples;
+- with ``--capture``, two more on the same stream: *whole capture*:
+  ``tickcast.decode_capture`` on the file's bytes (held in memory), then the column
+  sums; *struct from the capture*: ``tickcast.read_capture`` over the same bytes and
+  the struct path (the pure-Python way to read a capture).
 
-Ratios are against struct. Best of ``--repeat`` runs.
+Every path starts from bytes in memory: struct from messages already split out of the
+capture (which favours it), the whole-capture paths from the file's bytes. Ratios are
+against struct. Best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import platform
 import random
 import time
-from typing import Callable, List
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 
@@ -76,7 +84,18 @@ def struct_path(messages: List[bytes]) -> int:
     return total
 
 
-def best(fn: Callable[[List[bytes]], int], messages: List[bytes], repeat: int) -> float:
+def capture_path(data: bytes) -> int:
+    """The whole capture in one ``decode_capture``, then the columns."""
+    recs, _ = tickcast.decode_capture(data)
+    return int(recs["seq"].sum(dtype=np.uint64)) + int(recs["value0"].sum(dtype=np.int64))
+
+
+def capture_struct_path(data: bytes) -> int:
+    """``read_capture`` and ``decode_struct``: the capture in pure Python."""
+    return struct_path([m for m, _ in tickcast.read_capture(io.BytesIO(data))])
+
+
+def best(fn: Callable[[Any], int], messages: Any, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -85,7 +104,7 @@ def best(fn: Callable[[List[bytes]], int], messages: List[bytes], repeat: int) -
     return min(times)
 
 
-def run(name: str, messages: List[bytes], repeat: int) -> None:
+def run(name: str, messages: List[bytes], repeat: int, capture: Optional[bytes] = None) -> None:
     records = sum((len(m) - tickcast.HEADER_SIZE) // tickcast.RECORD_SIZE for m in messages)
     mask = (1 << 64) - 1
     want = struct_path(messages) & mask
@@ -96,6 +115,13 @@ def run(name: str, messages: List[bytes], repeat: int) -> None:
     print(f"{name:<30} {len(messages):>7} msgs {records:>8} recs | numpy {records / t_np / 1e6:7.2f} M/s "
           f"({t_py / t_np:5.1f}x) | numpy per message {records / t_pm / 1e6:6.2f} M/s ({t_py / t_pm:5.1f}x) "
           f"| struct {records / t_py / 1e6:5.2f} M/s")
+    if capture is not None:
+        assert capture_path(capture) & mask == want and capture_struct_path(capture) & mask == want
+        t_cap = best(capture_path, capture, repeat)
+        t_cs = best(capture_struct_path, capture, repeat)
+        print(f"{'':<30} whole capture {records / t_cap / 1e6:7.2f} M/s ({t_py / t_cap:5.1f}x struct, "
+              f"{t_cs / t_cap:5.1f}x struct from the capture) | struct from the capture "
+              f"{records / t_cs / 1e6:5.2f} M/s")
 
 
 def main() -> None:
@@ -107,8 +133,10 @@ def main() -> None:
     args = ap.parse_args()
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     if args.capture:
-        msgs = [m for m, _ in tickcast.read_capture(args.capture)]
-        run(f"capture {args.capture}", msgs, args.repeat)
+        with open(args.capture, "rb") as f:
+            data = f.read()
+        msgs = [m for m, _ in tickcast.read_capture(io.BytesIO(data))]
+        run(f"capture {args.capture}", msgs, args.repeat, capture=data)
     run("synthetic, sizes 1..910", synthetic(args.records, list(range(1, 911))), args.repeat)
     for s in [int(x) for x in args.sizes.split(",") if x]:
         run(f"synthetic, {s} per message", synthetic(args.records, [s]), args.repeat)

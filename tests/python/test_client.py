@@ -136,6 +136,81 @@ def test_capture_round_trip_in_python():
         list(tickcast.read_capture(io.BytesIO(b'{"not": "a capture"}\n')))
 
 
+def small_capture():
+    """A capture of messages of 0 to 20 records, with symbols maps between them."""
+    f = io.BytesIO()
+    w = tickcast.CaptureWriter(f, {0: "SYM0"}, source="ws://x/ws")
+    records = random_records(400, seed=5)
+    msgs, i, size = [], 0, 0
+    while i < len(records):
+        msg = tickcast.encode(records[i:i + size], ts_out=i)
+        w.message(msg)
+        msgs.append(msg)
+        i += size
+        size = (size + 7) % 21
+        if len(msgs) % 5 == 0:
+            w.symbols({len(msgs): f"SYM{len(msgs)}x"})  # odd lengths: padded entries
+    return f.getvalue(), msgs, records
+
+
+def test_decode_capture_equals_the_per_message_paths():
+    data, msgs, records = small_capture()
+    arr, names = tickcast.decode_capture(data)
+    assert arr.dtype == tickcast.RECORD_DTYPE
+    assert arr.flags.writeable, "a copy, not a view of the (read-only) bytes"
+    assert arr.tolist() == records
+    assert arr.tolist() == [r for m in msgs for r in tickcast.decode_struct(m)[1]]
+    assert np.array_equal(arr, tickcast.concat([tickcast.decode(m)[1] for m, _ in tickcast.read_capture(io.BytesIO(data))]))
+    assert names == dict(list(tickcast.read_capture(io.BytesIO(data)))[-1][1])
+    assert names[5] == "SYM5x"
+    # From a file, a path and a bytearray alike.
+    assert np.array_equal(tickcast.decode_capture(io.BytesIO(data))[0], arr)
+    assert np.array_equal(tickcast.decode_capture(bytearray(data))[0], arr)
+    # Only the header: no records.
+    empty = io.BytesIO()
+    tickcast.CaptureWriter(empty, {3: "SYM3"})
+    arr, names = tickcast.decode_capture(empty.getvalue())
+    assert len(arr) == 0 and arr.dtype == tickcast.RECORD_DTYPE and names == {3: "SYM3"}
+
+
+def test_decode_capture_rejects_what_read_capture_rejects():
+    data, _, _ = small_capture()
+    # Every truncation either decodes (cut at an entry boundary) or raises DecodeError,
+    # as read_capture does.
+    for cut in range(0, len(data), 7):
+        part = data[:cut]
+        try:
+            want = tickcast.concat([tickcast.decode(m)[1] for m, _ in tickcast.read_capture(io.BytesIO(part))])
+        except tickcast.DecodeError:
+            with pytest.raises(tickcast.DecodeError):
+                tickcast.decode_capture(part)
+        else:
+            assert np.array_equal(tickcast.decode_capture(part)[0], want)
+    with pytest.raises(tickcast.DecodeError, match="TCREC1"):
+        tickcast.decode_capture(b'{"not": "a capture"}\n')
+    # A message whose header disagrees with its entry: the decoder says what is wrong.
+    f = io.BytesIO()
+    w = tickcast.CaptureWriter(f)
+    w.message(tickcast.encode(random_records(2)))
+    bad = bytearray(tickcast.encode(random_records(2)))
+    bad[0] = 2  # version 2
+    w.message(bytes(bad))
+    with pytest.raises(tickcast.DecodeError, match="version 2"):
+        tickcast.decode_capture(f.getvalue())
+    for cut in (8, 3):  # a length that keeps entries 8-aligned, and one that does not
+        f = io.BytesIO()
+        w = tickcast.CaptureWriter(f)
+        w._entry(tickcast.capture.ENTRY_MESSAGE, tickcast.encode(random_records(2))[:-cut])
+        w.message(tickcast.encode(random_records(1)))
+        with pytest.raises(tickcast.DecodeError, match="does not hold its 2 records"):
+            tickcast.decode_capture(f.getvalue())
+    f = io.BytesIO()
+    w = tickcast.CaptureWriter(f)
+    w._entry(7, b"12345678")
+    with pytest.raises(tickcast.DecodeError, match="unknown capture entry kind 7"):
+        tickcast.decode_capture(f.getvalue())
+
+
 # -- against the real server -------------------------------------------------------
 
 def start(listen="127.0.0.1:0", symbols=10, rate=5000, config=None):
@@ -306,3 +381,34 @@ def test_resubscribe_rejected_by_a_restarted_server_is_retried(tmp_path):
     finally:
         if proc.poll() is None:
             stop(proc)
+
+
+def test_decode_capture_of_a_recorded_session(server, tmp_path):
+    """A capture recorded from the real server (binary messages as received, the
+    symbols maps as they came) decodes in one call to what the per-message numpy path
+    and the pure-struct reference give."""
+    path = tmp_path / "session.tcrec"
+
+    async def record():
+        async with websockets.connect(f"ws://{server}/ws") as ws:
+            await ws.send(json.dumps({"op": "subscribe", "symbols": ["*"], "format": "binary"}))
+            with open(path, "wb") as f:
+                w = tickcast.CaptureWriter(f, source=f"ws://{server}/ws")
+                records = 0
+                async with asyncio.timeout(WAIT):
+                    while records < 5000:
+                        m = await ws.recv()
+                        if isinstance(m, bytes):
+                            w.message(m)
+                            records += tickcast.decode_header(m).record_count
+                        elif json.loads(m).get("type") == "symbols":
+                            w.symbols({int(s["id"]): s["name"] for s in json.loads(m)["symbols"]})
+
+    asyncio.run(record())
+    arr, names = tickcast.decode_capture(str(path))
+    msgs = list(tickcast.read_capture(str(path)))
+    assert len(msgs) > 1 and len(arr) >= 5000
+    assert np.array_equal(arr, tickcast.concat([tickcast.decode(m)[1] for m, _ in msgs]))
+    assert arr.tolist() == [r for m, _ in msgs for r in tickcast.decode_struct(m)[1]]
+    assert names == msgs[-1][1] and set(names.values()) == {f"SYM{i}" for i in range(10)}
+    assert set(np.unique(arr["symbol_id"]).tolist()) <= set(names)
