@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
-use super::{now_ns, FeedContext};
+use super::{now_ns, FeedContext, FeedTick};
 use crate::symbol::Symbol;
 use crate::tick::{Body, Kind};
 
@@ -304,27 +304,8 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
                 status.gaps.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(feed = %status.name, symbol = %gap.symbol, missed = gap.missed(), "trade id gap in capture");
             }
-            let Some(mut tick) = out.tick else { continue };
-            let due = pacer.due(tick.ts_event);
-            if let Some(offset) = due {
-                // A capture whose times jump centuries ahead would overflow `Instant`:
-                // such a tick waits a year (in practice, until shutdown).
-                let due_at = start
-                    .checked_add(offset)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
-                if !sleep_until(due_at, ctx) {
-                    break 'passes;
-                }
-            }
-            if cfg.rebase_time {
-                tick.ts_event = match due {
-                    Some(offset) => start_ns.saturating_add(offset.as_nanos() as u64),
-                    None => now_ns(),
-                };
-            } else if tick.ts_event == 0 {
-                tick.ts_event = now_ns();
-            }
-            if ctx.send(tick).is_err() {
+            let Some(tick) = out.tick else { continue };
+            if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
                 break 'passes;
             }
         }
@@ -340,6 +321,38 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
 
 /// The feed tick of one capture record: its symbol by name (through `names`, with
 /// `prefix`), event time and values. `None` for an unknown kind or an unnamed id.
+/// Waits for `tick`'s turn on the pass that started at `start` (as an `Instant` and in
+/// ns since the epoch), restamps it as configured and sends it. False when the feed
+/// must stop: shutdown, or the sequencer is gone.
+fn play(
+    mut tick: FeedTick,
+    pacer: &mut Pacer,
+    (start, start_ns): (Instant, u64),
+    cfg: &ReplayConfig,
+    ctx: &FeedContext,
+) -> bool {
+    let due = pacer.due(tick.ts_event);
+    if let Some(offset) = due {
+        // A capture whose times jump centuries ahead would overflow `Instant`: such a
+        // tick waits a year (in practice, until shutdown).
+        let due_at = start
+            .checked_add(offset)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
+        if !sleep_until(due_at, ctx) {
+            return false;
+        }
+    }
+    if cfg.rebase_time {
+        tick.ts_event = match due {
+            Some(offset) => start_ns.saturating_add(offset.as_nanos() as u64),
+            None => now_ns(),
+        };
+    } else if tick.ts_event == 0 {
+        tick.ts_event = now_ns();
+    }
+    ctx.send(tick).is_ok()
+}
+
 fn capture_tick(
     rec: &crate::wire::ArchivedWireRecord,
     names: &HashMap<u32, Symbol>,
@@ -426,28 +439,11 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
                 continue;
             }
             for rec in crate::client::batch::records_in(msg) {
-                let Some(mut tick) = capture_tick(rec, &names) else {
+                let Some(tick) = capture_tick(rec, &names) else {
                     status.parse_errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let due = pacer.due(tick.ts_event);
-                if let Some(offset) = due {
-                    let due_at = start
-                        .checked_add(offset)
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
-                    if !sleep_until(due_at, ctx) {
-                        break 'passes;
-                    }
-                }
-                if cfg.rebase_time {
-                    tick.ts_event = match due {
-                        Some(offset) => start_ns.saturating_add(offset.as_nanos() as u64),
-                        None => now_ns(),
-                    };
-                } else if tick.ts_event == 0 {
-                    tick.ts_event = now_ns();
-                }
-                if ctx.send(tick).is_err() {
+                if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
                     break 'passes;
                 }
             }
