@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --example print_ticks -- ws://127.0.0.1:9001/ws SYM0 SYM1 --count 20
+//! cargo run --example print_ticks -- wss://md.example.com/ws '*' --ca-file ca.pem
 //! ```
 
 use anyhow::Context;
@@ -22,12 +23,20 @@ struct Args {
     /// Stop after this many records (0: never).
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// `wss://` only: a PEM file of CA certificates to trust besides the webpki roots
+    /// (a private CA, or a self-signed server certificate).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut client = Client::connect(&args.url, Options::symbols(args.symbols))
+    let options = Options {
+        ca_file: args.ca_file,
+        ..Options::symbols(args.symbols)
+    };
+    let mut client = Client::connect(&args.url, options)
         .await
         .with_context(|| format!("connecting to {}", args.url))?;
     let mut printed = 0u64;

@@ -2,8 +2,12 @@
 //! "Capture files"): every binary message exactly as received, and the symbol maps.
 //! Replay it into a server with `tickcast serve --feed replay:FILE`.
 //!
+//! The capture is flushed every second, so a recorder that is killed loses at most the
+//! last second; Ctrl-C, `--seconds` and `--records` end it cleanly.
+//!
 //! ```text
 //! cargo run --example record -- ws://127.0.0.1:9001/ws '*' --out session.tcrec --seconds 10
+//! cargo run --example record -- wss://md.example.com/ws '*' --out s.tcrec --ca-file ca.pem
 //! ```
 
 use std::io::BufWriter;
@@ -31,6 +35,10 @@ struct Args {
     /// Stop after this many records (0: no limit).
     #[arg(long, default_value_t = 0)]
     records: u64,
+    /// `wss://` only: a PEM file of CA certificates to trust besides the webpki roots
+    /// (a private CA, or a self-signed server certificate).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,12 +52,17 @@ async fn main() -> anyhow::Result<()> {
         source: Some(args.url.clone()),
     };
     let mut capture = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), &header)?;
-    let mut client = Client::connect(&args.url, Options::symbols(args.symbols.clone()))
+    let options = Options {
+        ca_file: args.ca_file.clone(),
+        ..Options::symbols(args.symbols.clone())
+    };
+    let mut client = Client::connect(&args.url, options)
         .await
         .with_context(|| format!("connecting to {}", args.url))?;
     let deadline =
         (args.seconds > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(args.seconds));
     let (mut messages, mut records, mut gaps) = (0u64, 0u64, 0u64);
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
     loop {
         let next = async {
             match deadline {
@@ -60,6 +73,10 @@ async fn main() -> anyhow::Result<()> {
         let event = tokio::select! {
             e = next => e,
             _ = tokio::signal::ctrl_c() => None,
+            _ = flush.tick() => {
+                capture.flush()?;
+                continue;
+            }
         };
         let Some(event) = event else { break };
         match event {

@@ -189,7 +189,21 @@ pub fn check_message(bytes: &[u8]) -> Result<MessageHeader, DecodeError> {
             count: 0,
         });
     }
-    let h = rkyv::access::<ArchivedMessageHeader, Failure>(&bytes[..HEADER_SIZE])
+    let header = check_header(&bytes[..HEADER_SIZE])?;
+    if (bytes.len() - HEADER_SIZE) as u64 != u64::from(header.record_count) * RECORD_SIZE as u64 {
+        return Err(DecodeError::Length {
+            len: bytes.len(),
+            count: header.record_count,
+        });
+    }
+    Ok(header)
+}
+
+/// Reads a message header (the first [`HEADER_SIZE`] bytes of a message, 8-byte
+/// aligned) and checks its version and record size; the record count is not checked
+/// against anything.
+pub fn check_header(bytes: &[u8]) -> Result<MessageHeader, DecodeError> {
+    let h = rkyv::access::<ArchivedMessageHeader, Failure>(bytes)
         .map_err(|e| DecodeError::Invalid(e.to_string()))?;
     let header = MessageHeader {
         version: h.version.to_native(),
@@ -199,12 +213,6 @@ pub fn check_message(bytes: &[u8]) -> Result<MessageHeader, DecodeError> {
     };
     if header.version != VERSION || usize::from(header.record_size) != RECORD_SIZE {
         return Err(DecodeError::Version(header.version));
-    }
-    if (bytes.len() - HEADER_SIZE) as u64 != u64::from(header.record_count) * RECORD_SIZE as u64 {
-        return Err(DecodeError::Length {
-            len: bytes.len(),
-            count: header.record_count,
-        });
     }
     Ok(header)
 }

@@ -70,8 +70,8 @@ fn read_capture(path: &PathBuf) -> Vec<Price> {
     while let Some(entry) = reader.next_entry().unwrap() {
         match entry {
             Entry::Symbols(map) => names.extend(map.into_iter().map(|s| (s.id, s.name))),
-            Entry::Message(m) => {
-                for t in tickcast::wire::decode_message(m).unwrap().1 {
+            Entry::Block(block) => {
+                for t in block.records().map(|r| r.to_tick().unwrap()) {
                     out.push((
                         names[&t.symbol_id].clone(),
                         t.body.kind() as u8,

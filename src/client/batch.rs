@@ -118,11 +118,14 @@ impl<'a> Iterator for Records<'a> {
 
 /// The records of `msg` (an aligned message that passed [`check`]), in place.
 pub fn records_in(msg: &[u8]) -> Records<'_> {
+    records_of(msg.get(HEADER_SIZE..).unwrap_or(&[]))
+}
+
+/// The records of `body`, records back to back (a whole number of them, 8-byte
+/// aligned), in place: the records of a capture block.
+pub fn records_of(body: &[u8]) -> Records<'_> {
     Records {
-        chunks: msg
-            .get(HEADER_SIZE..)
-            .unwrap_or(&[])
-            .chunks_exact(RECORD_SIZE),
+        chunks: body.chunks_exact(RECORD_SIZE),
     }
 }
 

@@ -415,13 +415,21 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
             if ctx.is_shutdown() {
                 break 'passes;
             }
-            let msg = match reader.next_entry() {
+            let block = match reader.next_entry() {
                 Ok(None) => break,
                 Ok(Some(Entry::Symbols(entries))) => {
                     bind_names(&entries, prefix, &mut names, ctx);
                     continue;
                 }
-                Ok(Some(Entry::Message(m))) => m,
+                Ok(Some(Entry::Block(b))) => b,
+                Err(e @ crate::capture::CaptureError::Block { .. }) => {
+                    // Framed, but its contents disagree: skip its messages, count them.
+                    let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= 10 || n.is_power_of_two() {
+                        tracing::warn!(feed = %status.name, count = n, error = %e, "replay: skipped a bad block in the capture");
+                    }
+                    continue;
+                }
                 Err(e) => {
                     // The rest of the file cannot be framed: stop this pass.
                     status.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -429,22 +437,17 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
                     break;
                 }
             };
-            status.messages.fetch_add(1, Ordering::Relaxed);
-            status.last_message_ns.store(now_ns(), Ordering::Relaxed);
-            if let Err(e) = crate::client::batch::check(msg) {
-                let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if n <= 10 || n.is_power_of_two() {
-                    tracing::warn!(feed = %status.name, count = n, error = %e, "replay: skipped a bad message in the capture");
-                }
-                continue;
-            }
-            for rec in crate::client::batch::records_in(msg) {
-                let Some(tick) = capture_tick(rec, &names) else {
-                    status.parse_errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
-                    break 'passes;
+            for msg in block {
+                status.messages.fetch_add(1, Ordering::Relaxed);
+                status.last_message_ns.store(now_ns(), Ordering::Relaxed);
+                for rec in msg.records() {
+                    let Some(tick) = capture_tick(rec, &names) else {
+                        status.parse_errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
+                        break 'passes;
+                    }
                 }
             }
         }

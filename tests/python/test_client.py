@@ -124,6 +124,8 @@ def test_capture_round_trip_in_python():
     w.message(msg)
     w.symbols({1: "SYM1"})
     w.message(msg)
+    assert len(list(tickcast.read_capture(io.BytesIO(f.getvalue())))) == 1, "the open block is not written yet"
+    w.close()
     f.seek(0)
     got = list(tickcast.read_capture(f))
     assert got == [(msg, {0: "SYM0"}), (msg, {0: "SYM0", 1: "SYM1"})]
@@ -150,6 +152,7 @@ def small_capture():
         size = (size + 7) % 21
         if len(msgs) % 5 == 0:
             w.symbols({len(msgs): f"SYM{len(msgs)}x"})  # odd lengths: padded entries
+    w.close()
     return f.getvalue(), msgs, records
 
 
@@ -188,27 +191,66 @@ def test_decode_capture_rejects_what_read_capture_rejects():
             assert np.array_equal(tickcast.decode_capture(part)[0], want)
     with pytest.raises(tickcast.DecodeError, match="TCREC1"):
         tickcast.decode_capture(b'{"not": "a capture"}\n')
-    # A message whose header disagrees with its entry: the decoder says what is wrong.
-    f = io.BytesIO()
-    w = tickcast.CaptureWriter(f)
-    w.message(tickcast.encode(random_records(2)))
-    bad = bytearray(tickcast.encode(random_records(2)))
-    bad[0] = 2  # version 2
-    w.message(bytes(bad))
-    with pytest.raises(tickcast.DecodeError, match="version 2"):
-        tickcast.decode_capture(f.getvalue())
-    for cut in (8, 3):  # a length that keeps entries 8-aligned, and one that does not
+    # The writer refuses what is not a message.
+    w = tickcast.CaptureWriter(io.BytesIO())
+    for bad in (tickcast.encode(random_records(2))[:-1], b"\x01\x00", b"not bytes either"):
+        with pytest.raises(tickcast.DecodeError):
+            w.message(bad)
+    # Blocks whose contents disagree: both readers say what is wrong.
+    pack = tickcast.capture._BLOCK.pack
+    two = tickcast.encode(random_records(2))
+    version2 = b"\x02" + two[1:16]
+    cases = [
+        (pack(1, 2) + version2 + two[16:], "message 0: unsupported version 2"),
+        (pack(1, 2) + two[:16] + two[16:-72], "do not hold its 1 messages and 2 records"),
+        (pack(1, 1) + two[:16] + two[16:-72], "message headers count 2 records, the block holds 1"),
+        (pack(2, 2) + two[:16] + two[:16] + two[16:], "message headers count 4 records, the block holds 2"),
+        (b"\x01\x00", "no block header"),
+    ]
+    for payload, error in cases:
         f = io.BytesIO()
-        w = tickcast.CaptureWriter(f)
-        w._entry(tickcast.capture.ENTRY_MESSAGE, tickcast.encode(random_records(2))[:-cut])
-        w.message(tickcast.encode(random_records(1)))
-        with pytest.raises(tickcast.DecodeError, match="does not hold its 2 records"):
+        with tickcast.CaptureWriter(f) as w:
+            w.message(tickcast.encode(random_records(1)))
+            w.symbols({})
+            w._entry(tickcast.capture.ENTRY_BLOCK, payload)
+        with pytest.raises(tickcast.DecodeError, match=error):
             tickcast.decode_capture(f.getvalue())
+        with pytest.raises(tickcast.DecodeError, match=error):
+            list(tickcast.read_capture(io.BytesIO(f.getvalue())))
     f = io.BytesIO()
     w = tickcast.CaptureWriter(f)
     w._entry(7, b"12345678")
     with pytest.raises(tickcast.DecodeError, match="unknown capture entry kind 7"):
         tickcast.decode_capture(f.getvalue())
+    with pytest.raises(tickcast.DecodeError, match="unknown capture entry kind 7"):
+        list(tickcast.read_capture(io.BytesIO(f.getvalue())))
+    # A capture of version 1 (one message per entry) is refused.
+    v1 = bytearray(data)
+    v1[6] = 1
+    with pytest.raises(tickcast.DecodeError, match="unsupported capture version 1"):
+        tickcast.decode_capture(bytes(v1))
+
+
+def test_capture_blocks_close_at_the_size_limit():
+    """Messages gather into blocks of about 1 MiB of records: a capture of large
+    messages has several blocks, and reads back message for message."""
+    msg = tickcast.encode(random_records(910, seed=3))
+    per_block = -(-tickcast.capture.BLOCK_RECORD_BYTES // (910 * tickcast.RECORD_SIZE))
+    f = io.BytesIO()
+    with tickcast.CaptureWriter(f) as w:
+        for _ in range(per_block + 1):
+            w.message(msg)
+    data = f.getvalue()
+    assert [m for m, _ in tickcast.read_capture(io.BytesIO(data))] == [msg] * (per_block + 1)
+    arr, _ = tickcast.decode_capture(data)
+    assert np.array_equal(arr, tickcast.concat([tickcast.decode(msg)[1]] * (per_block + 1)))
+    # Two blocks: the first closed at the limit, the second at close().
+    first = tickcast.capture._read_fixed(data[:24])[1]
+    length, kind = tickcast.capture._ENTRY.unpack_from(data, first)
+    assert kind == tickcast.capture.ENTRY_BLOCK
+    assert tickcast.capture._BLOCK.unpack_from(data, first + 8) == (per_block, per_block * 910)
+    second = first + 8 + length
+    assert tickcast.capture._BLOCK.unpack_from(data, second + 8) == (1, 910)
 
 
 # -- against the real server -------------------------------------------------------
@@ -392,8 +434,7 @@ def test_decode_capture_of_a_recorded_session(server, tmp_path):
     async def record():
         async with websockets.connect(f"ws://{server}/ws") as ws:
             await ws.send(json.dumps({"op": "subscribe", "symbols": ["*"], "format": "binary"}))
-            with open(path, "wb") as f:
-                w = tickcast.CaptureWriter(f, source=f"ws://{server}/ws")
+            with open(path, "wb") as f, tickcast.CaptureWriter(f, source=f"ws://{server}/ws") as w:
                 records = 0
                 async with asyncio.timeout(WAIT):
                     while records < 5000:

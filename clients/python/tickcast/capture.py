@@ -1,70 +1,116 @@
-"""Capture files (``TCREC1``, see ``docs/protocol.md``, "Capture files"): recorded
-binary messages exactly as received, with the symbol maps.
+"""Capture files (``TCREC1`` version 2, see ``docs/protocol.md``, "Capture files"):
+recorded binary messages exactly as received, with the symbol maps.
 
-:func:`read_capture` yields the messages one by one; :func:`decode_capture` decodes a
-whole capture into one record array with a handful of numpy calls, for recorded
-streams whose messages are too small for one numpy call per message to pay off."""
+Messages are stored in blocks: the headers of a block's messages, then all their
+records back to back. :func:`read_capture` yields the messages one by one (pure
+``struct``); :func:`decode_capture` takes every block's records as one contiguous
+array, so a whole capture decodes in a few numpy calls per block (about 1 MiB of
+records), however small the messages were when they arrived."""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
-import sys
 import time
-from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .decode import HEADER_SIZE, RECORD_DTYPE, RECORD_SIZE, VERSION as MESSAGE_VERSION
+from .decode import HEADER, HEADER_SIZE, RECORD_DTYPE, RECORD_SIZE, VERSION as MESSAGE_VERSION
 from .decode import DecodeError, decode_header
 
 MAGIC = b"TCREC1"
 """The first six bytes of every capture."""
-VERSION = 1
+VERSION = 2
 """The format version read and written here."""
-ENTRY_MESSAGE = 1
-"""Entry kind: a binary data message."""
+ENTRY_BLOCK = 1
+"""Entry kind: a block of binary data messages (their headers, then their records)."""
 ENTRY_SYMBOLS = 2
 """Entry kind: a ``symbols`` control message (JSON)."""
 MAX_ENTRY_BYTES = 16 << 20
 """Longest entry accepted."""
+BLOCK_RECORD_BYTES = 1 << 20
+"""A writer closes its block once the block holds this many bytes of records."""
 
 _FIXED = struct.Struct("<6sHQII")
 _ENTRY = struct.Struct("<IB3x")
+_BLOCK = struct.Struct("<II")
+
+_HEADER_DTYPE = np.dtype([("version", "<u2"), ("record_size", "<u2"), ("record_count", "<u4"), ("ts_out", "<u8")])
+_VOID = np.dtype((np.void, RECORD_SIZE))
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 
 
 def _pad(n: int) -> int:
     return (8 - n % 8) % 8
 
 
-def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise DecodeError(f"capture ends inside {what}")
-    return data
+def _symbols(payload: Any) -> Dict[int, str]:
+    return {int(s["id"]): str(s["name"]) for s in json.loads(bytes(payload))["symbols"]}
 
 
-def read_capture(path_or_file: Union[str, BinaryIO]) -> Iterator[Tuple[bytes, Dict[int, str]]]:
-    """Yields every binary message of a capture with the id → name map in force for it.
+def _read_fixed(data: Any) -> Tuple[int, int]:
+    """Checks the fixed header (the first 24 bytes, or fewer); returns ``json_len`` and
+    the offset of the first entry."""
+    if len(data) < 6 or bytes(data[:6]) != MAGIC:
+        raise DecodeError("not a tickcast capture (no TCREC1 magic)")
+    if len(data) < _FIXED.size:
+        raise DecodeError("capture ends inside its header")
+    _, version, _created, json_len, _ = _FIXED.unpack_from(data, 0)
+    if version != VERSION:
+        raise DecodeError(f"unsupported capture version {version} (this reader knows version {VERSION})")
+    if json_len > MAX_ENTRY_BYTES:
+        raise DecodeError(f"capture header of {json_len} bytes is too long")
+    return json_len, _FIXED.size + json_len + _pad(json_len)
 
-    Raises :class:`tickcast.DecodeError` for a file that is not a capture or is cut
-    short inside an entry.
+
+def _block_counts(payload: Any, at: int) -> Tuple[int, int]:
+    """``n`` and ``m`` of a block's payload, checked against its length."""
+    if len(payload) < _BLOCK.size:
+        raise DecodeError(f"capture block at byte {at}: {len(payload)} bytes, no block header")
+    n, m = _BLOCK.unpack_from(payload, 0)
+    want = _BLOCK.size + HEADER_SIZE * n + RECORD_SIZE * m
+    if len(payload) != want:
+        raise DecodeError(
+            f"capture block at byte {at}: {len(payload)} bytes do not hold its {n} messages "
+            f"and {m} records ({want} bytes)"
+        )
+    return n, m
+
+
+def _bad_header(header: bytes, i: int, at: int) -> DecodeError:
+    """The error for message ``i``'s header, which failed the version or size check."""
+    try:
+        # decode_header explains what is wrong with a header; give it a message that
+        # is right in length, so only the header can be wrong.
+        count = struct.unpack_from("<I", header, 4)[0]
+        decode_header(header + bytes(RECORD_SIZE * min(count, MAX_ENTRY_BYTES // RECORD_SIZE)))
+    except DecodeError as e:
+        return DecodeError(f"capture block at byte {at}, message {i}: {e}")
+    return DecodeError(f"capture block at byte {at}, message {i}: bad header")
+
+
+def _count_mismatch(total: int, m: int, at: int) -> DecodeError:
+    return DecodeError(f"capture block at byte {at}: its message headers count {total} records, the block holds {m}")
+
+
+def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iterator[Tuple[bytes, Dict[int, str]]]:
+    """Yields every binary message of a capture, exactly as received (header and
+    records), with the id → name map in force for it. Pure ``struct``.
+
+    Raises :class:`tickcast.DecodeError` for a file that is not a capture, is cut
+    short inside an entry, or has a block whose headers disagree with its length.
     """
-    f = open(path_or_file, "rb") if isinstance(path_or_file, str) else path_or_file
+    f = open(path_or_file, "rb") if isinstance(path_or_file, (str, os.PathLike)) else path_or_file
     try:
         fixed = f.read(_FIXED.size)
-        if len(fixed) < 6 or fixed[:6] != MAGIC:
-            raise DecodeError("not a tickcast capture (no TCREC1 magic)")
-        if len(fixed) != _FIXED.size:
-            raise DecodeError("capture ends inside its header")
-        _, version, _created, json_len, _ = _FIXED.unpack(fixed)
-        if version != VERSION:
-            raise DecodeError(f"unsupported capture version {version}")
-        if json_len > MAX_ENTRY_BYTES:
-            raise DecodeError(f"capture header of {json_len} bytes is too long")
-        header = json.loads(_read_exact(f, json_len + _pad(json_len), "its JSON header")[:json_len])
-        names = {int(s["id"]): str(s["name"]) for s in header.get("symbols", [])}
+        json_len, pos = _read_fixed(fixed)
+        header = f.read(pos - _FIXED.size)
+        if len(header) != pos - _FIXED.size:
+            raise DecodeError("capture ends inside its JSON header")
+        names = {int(s["id"]): str(s["name"]) for s in json.loads(header[:json_len]).get("symbols", [])}
         while True:
             head = f.read(_ENTRY.size)
             if not head:
@@ -74,57 +120,57 @@ def read_capture(path_or_file: Union[str, BinaryIO]) -> Iterator[Tuple[bytes, Di
             length, kind = _ENTRY.unpack(head)
             if length > MAX_ENTRY_BYTES:
                 raise DecodeError(f"capture entry of {length} bytes is too long")
-            payload = _read_exact(f, length + _pad(length), "an entry")[:length]
-            if kind == ENTRY_MESSAGE:
-                yield payload, names
-            elif kind == ENTRY_SYMBOLS:
-                names = {**names, **{int(s["id"]): str(s["name"]) for s in json.loads(payload)["symbols"]}}
-            else:
+            if kind not in (ENTRY_BLOCK, ENTRY_SYMBOLS):
                 raise DecodeError(f"unknown capture entry kind {kind}")
+            payload = f.read(length + _pad(length))
+            if len(payload) != length + _pad(length):
+                raise DecodeError("capture ends inside an entry")
+            if kind == ENTRY_SYMBOLS:
+                names = {**names, **_symbols(payload[:length])}
+            else:
+                yield from _messages(payload[:length], pos, names)
+            pos += _ENTRY.size + length + _pad(length)
     finally:
         if f is not path_or_file:
             f.close()
 
 
-_VOID = np.dtype((np.void, RECORD_SIZE))
-_WORDS_PER_RECORD = RECORD_SIZE // 8
-# version u16 and record_size u16 of a message header, read as one little-endian u32.
-_VERSION_AND_SIZE = MESSAGE_VERSION | RECORD_SIZE << 16
+def _messages(payload: bytes, at: int, names: Dict[int, str]) -> Iterator[Tuple[bytes, Dict[int, str]]]:
+    """The messages of a block, checked whole before the first is yielded."""
+    n, m = _block_counts(payload, at)
+    headers = [payload[_BLOCK.size + HEADER_SIZE * i:_BLOCK.size + HEADER_SIZE * (i + 1)] for i in range(n)]
+    counts = []
+    for i, h in enumerate(headers):
+        version, record_size, count, _ = HEADER.unpack(h)
+        if version != MESSAGE_VERSION or record_size != RECORD_SIZE:
+            raise _bad_header(h, i, at)
+        counts.append(count)
+    if sum(counts) != m:
+        raise _count_mismatch(sum(counts), m, at)
+    start = _BLOCK.size + HEADER_SIZE * n
+    for h, count in zip(headers, counts):
+        end = start + RECORD_SIZE * count
+        yield h + payload[start:end], names
+        start = end
 
 
-class _U64Reader:
-    """``u64[i]``: the little-endian u64 at byte ``8 i``, on big-endian hosts."""
-
-    def __init__(self, data: memoryview) -> None:
-        self._data = data
-
-    def __getitem__(self, i: int) -> int:
-        return _U64.unpack_from(self._data, 8 * i)[0]
-
-
-_U64 = struct.Struct("<Q")
-
-
-def _read_header(data: memoryview) -> Tuple[int, Dict[int, str]]:
-    """Checks the fixed header and JSON of a capture held whole in ``data``; returns
-    the offset of the first entry and the header's id → name map."""
-    if len(data) < 6 or bytes(data[:6]) != MAGIC:
-        raise DecodeError("not a tickcast capture (no TCREC1 magic)")
-    if len(data) < _FIXED.size:
-        raise DecodeError("capture ends inside its header")
-    _, version, _created, json_len, _ = _FIXED.unpack_from(data, 0)
-    if version != VERSION:
-        raise DecodeError(f"unsupported capture version {version}")
-    if json_len > MAX_ENTRY_BYTES:
-        raise DecodeError(f"capture header of {json_len} bytes is too long")
-    start = _FIXED.size + json_len + _pad(json_len)
-    if len(data) < start:
-        raise DecodeError("capture ends inside its JSON header")
-    header = json.loads(bytes(data[_FIXED.size:_FIXED.size + json_len]))
-    return start, {int(s["id"]): str(s["name"]) for s in header.get("symbols", [])}
+def _block_records(raw: np.ndarray, pos: int, length: int) -> np.ndarray:
+    """The records of the block whose payload is ``raw[pos:pos + length]``, as a view
+    of 72-byte items, after checking its headers in whole-array operations."""
+    payload = raw[pos:pos + length]
+    n, m = _block_counts(payload, pos - _ENTRY.size)
+    headers = np.frombuffer(payload, _HEADER_DTYPE, n, _BLOCK.size)
+    ok = (headers["version"] == MESSAGE_VERSION) & (headers["record_size"] == RECORD_SIZE)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise _bad_header(headers[i:i + 1].tobytes(), i, pos - _ENTRY.size)
+    total = int(headers["record_count"].sum(dtype=np.uint64))
+    if total != m:
+        raise _count_mismatch(total, m, pos - _ENTRY.size)
+    return payload[_BLOCK.size + HEADER_SIZE * n:].view(_VOID)
 
 
-def decode_capture(source: Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]) -> Tuple[np.ndarray, Dict[int, str]]:
+def decode_capture(source: Source) -> Tuple[np.ndarray, Dict[int, str]]:
     """Decodes every data message of a capture into one structured array of
     :data:`tickcast.RECORD_DTYPE`, and returns it with the capture's id → name map
     (the header's and every ``symbols`` entry's, merged in file order).
@@ -133,12 +179,10 @@ def decode_capture(source: Union[str, "os.PathLike[str]", bytes, bytearray, memo
     and owns its memory. ``source`` is a path, an open binary file (read to its end), or
     the capture's bytes.
 
-    The per-message work is one integer read in one Python loop over the entry
-    headers; the message headers are then checked and the records gathered with
-    whole-array numpy operations (entries start on 8-byte boundaries, so every record
-    of the file is an 8-byte-aligned 72-byte item of one strided view). Raises
-    :class:`tickcast.DecodeError` as :func:`read_capture` and :func:`tickcast.decode`
-    do.
+    One Python step per entry: a block's headers are checked with whole-array numpy
+    operations and its records, back to back in the file, are taken as one view; the
+    views are then joined in one copy. Raises :class:`tickcast.DecodeError` as
+    :func:`read_capture` does.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         raw = np.frombuffer(source, dtype=np.uint8)
@@ -146,81 +190,51 @@ def decode_capture(source: Union[str, "os.PathLike[str]", bytes, bytearray, memo
         raw = np.fromfile(source, dtype=np.uint8)
     else:
         raw = np.frombuffer(source.read(), dtype=np.uint8)
-    data = memoryview(raw)
-    n = len(data)
-    pos, names = _read_header(data)
-    # u64[i]: the little-endian u64 at byte 8 i; a native cast is the cheapest read.
-    u64 = data[: n - n % 8].cast("Q") if sys.byteorder == "little" else _U64Reader(data)
-    offsets: List[int] = []
-    append = offsets.append
-    last = n - 8
-    # The only loop per entry. An entry header read as one u64 is len | kind << 32
-    # (the reserved bytes are 0). A message is 16 + 72 * count bytes, a multiple of 8
-    # with no padding, so the common entry is a word with kind 1 and len % 8 == 0, and
-    # the next entry is 8 + len bytes on. Anything else takes the slow branch.
-    step = (1 << 32) - 8
-    mask = 0xFFFFFFFF_00000007
-    while pos <= last:
-        word = u64[pos >> 3]
-        if word & mask == 0x1_00000000:
-            append(pos)
-            pos += word - step
-            continue
-        length, kind = word & 0xFFFFFFFF, (word >> 32) & 0xFF
-        if length > MAX_ENTRY_BYTES:
-            raise DecodeError(f"capture entry of {length} bytes is too long")
-        end = pos + 8 + length
-        if end > n:
-            break
-        if kind == ENTRY_MESSAGE:  # with nonzero reserved bytes
-            append(pos)
-        elif kind == ENTRY_SYMBOLS:
-            names = {**names, **{int(s["id"]): str(s["name"]) for s in json.loads(bytes(data[pos + 8:end]))["symbols"]}}
-        else:
-            raise DecodeError(f"unknown capture entry kind {kind}")
-        pos = end + _pad(length)
-    if pos != n:
-        if pos < n and n - pos < 8:
+    n = len(raw)
+    json_len, pos = _read_fixed(raw[:_FIXED.size])
+    if n < pos:
+        raise DecodeError("capture ends inside its JSON header")
+    header = json.loads(raw[_FIXED.size:_FIXED.size + json_len].tobytes())
+    names = {int(s["id"]): str(s["name"]) for s in header.get("symbols", [])}
+    blocks: List[np.ndarray] = []
+    unpack = _ENTRY.unpack_from
+    while pos < n:
+        if n - pos < _ENTRY.size:
             raise DecodeError("capture ends inside an entry header")
-        raise DecodeError("capture ends inside an entry")
-
-    entries = np.array(offsets, dtype=np.intp)
-    if not len(entries):
-        return np.empty(0, dtype=RECORD_DTYPE), names
-    # Every message header at once: length agrees with version, record size and count.
-    words32 = raw[: n - n % 4].view("<u4")
-    at = entries >> 2
-    lengths = words32[at]
-    counts = words32[at + 3].astype(np.intp)
-    ok = (words32[at + 2] == _VERSION_AND_SIZE) & (lengths == HEADER_SIZE + RECORD_SIZE * counts)
-    ok &= lengths <= MAX_ENTRY_BYTES
-    if not ok.all():
-        bad = int(np.argmin(ok))
-        off, length = int(entries[bad]), int(lengths[bad])
+        length, kind = unpack(raw, pos)
         if length > MAX_ENTRY_BYTES:
             raise DecodeError(f"capture entry of {length} bytes is too long")
-        decode_header(bytes(data[off + 8:off + 8 + length]))  # raises, saying what is wrong
-        raise DecodeError(f"bad message header at byte {off + 8}")  # not reached
-
-    # Record k of message j is the 72 bytes at word (entries[j] + 24) / 8 + 9 k of a
-    # view that starts a 72-byte item at every 8-byte word of the file.
-    total = int(counts.sum())
-    first = np.cumsum(counts) - counts
-    index = np.repeat(((entries + 8 + HEADER_SIZE) >> 3) - _WORDS_PER_RECORD * first, counts)
-    index += np.arange(0, _WORDS_PER_RECORD * total, _WORDS_PER_RECORD, dtype=np.intp)
-    items = n // 8 - _WORDS_PER_RECORD + 1
-    if items <= 0:
+        if kind not in (ENTRY_BLOCK, ENTRY_SYMBOLS):
+            raise DecodeError(f"unknown capture entry kind {kind}")
+        start, end = pos + _ENTRY.size, pos + _ENTRY.size + length
+        if end + _pad(length) > n:
+            raise DecodeError("capture ends inside an entry")
+        if kind == ENTRY_BLOCK:
+            blocks.append(_block_records(raw, start, length))
+        else:
+            names = {**names, **_symbols(raw[start:end].tobytes())}
+        pos = end + _pad(length)
+    if not blocks:
         return np.empty(0, dtype=RECORD_DTYPE), names
-    windows = np.ndarray((items,), dtype=_VOID, buffer=raw, strides=(8,))
-    return windows[index].view(RECORD_DTYPE), names
+    return np.concatenate(blocks).view(RECORD_DTYPE), names
 
 
 class CaptureWriter:
     """Writes a capture: :meth:`message` for each binary message as received,
-    :meth:`symbols` for each ``symbols`` map."""
+    :meth:`symbols` for each ``symbols`` map.
+
+    Messages are gathered into a block, written once it holds
+    :data:`BLOCK_RECORD_BYTES` of records, before a ``symbols`` entry, and on
+    :meth:`flush` and :meth:`close`. Use it as a context manager, or call
+    :meth:`close` at the end: messages still in the open block are not in the file
+    until then. The file itself is left open.
+    """
 
     def __init__(self, f: BinaryIO, symbols: Optional[Dict[int, str]] = None, source: Optional[str] = None) -> None:
         self._f = f
+        self._headers = bytearray()
+        self._records = bytearray()
+        self._count = 0
         created = time.time_ns()
         header: dict = {
             "created_at_ns": created,
@@ -232,15 +246,46 @@ class CaptureWriter:
         f.write(_FIXED.pack(MAGIC, VERSION, created, len(data), 0))
         f.write(data + b"\0" * _pad(len(data)))
 
+    def __enter__(self) -> "CaptureWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _entry(self, kind: int, payload: bytes) -> None:
         self._f.write(_ENTRY.pack(len(payload), kind))
         self._f.write(payload + b"\0" * _pad(len(payload)))
 
+    def _write_block(self) -> None:
+        if not self._count:
+            return
+        m = len(self._records) // RECORD_SIZE
+        self._entry(ENTRY_BLOCK, _BLOCK.pack(self._count, m) + bytes(self._headers) + bytes(self._records))
+        self._headers.clear()
+        self._records.clear()
+        self._count = 0
+
     def message(self, msg: bytes) -> None:
-        """Appends a binary data message."""
-        self._entry(ENTRY_MESSAGE, msg)
+        """Appends a binary data message exactly as received. Raises
+        :class:`tickcast.DecodeError` for one that is not a valid message."""
+        decode_header(msg)
+        self._headers += msg[:HEADER_SIZE]
+        self._records += msg[HEADER_SIZE:]
+        self._count += 1
+        if len(self._records) >= BLOCK_RECORD_BYTES:
+            self._write_block()
 
     def symbols(self, symbols: Dict[int, str]) -> None:
         """Appends an id → name map for the messages that follow."""
+        self._write_block()
         body = {"type": "symbols", "symbols": [{"id": i, "name": n} for i, n in sorted(symbols.items())]}
         self._entry(ENTRY_SYMBOLS, json.dumps(body).encode())
+
+    def flush(self) -> None:
+        """Writes the open block and flushes the file."""
+        self._write_block()
+        self._f.flush()
+
+    def close(self) -> None:
+        """Writes the open block and flushes the file (which stays open)."""
+        self.flush()
