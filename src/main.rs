@@ -73,9 +73,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let config = build_config(args)?;
+    let (http, ws) = if config.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     let server = Server::start(config).context("starting tickcast")?;
     let addr = server.local_addr();
-    println!("tickcast listening on http://{addr} (WebSocket: ws://{addr}/ws)");
+    println!("tickcast listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)");
     wait_for_signal()?;
     tracing::info!("shutting down");
     server.shutdown();
