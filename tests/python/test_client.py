@@ -253,6 +253,41 @@ def test_capture_blocks_close_at_the_size_limit():
     assert tickcast.capture._BLOCK.unpack_from(data, second + 8) == (1, 910)
 
 
+def test_capture_blocks_from_memory_a_path_and_a_file(tmp_path):
+    """capture_blocks yields each block's records with the names in force: views of
+    bytes in memory; from a file, one buffer per block, never the whole file."""
+    data, msgs, records = small_capture()
+    big = tickcast.encode(random_records(910, seed=4))
+    f = io.BytesIO()
+    with tickcast.CaptureWriter(f, {0: "SYM0"}) as w:
+        for _ in range(20):
+            w.message(big)
+        w.symbols({1: "SYM1"})
+        w.message(big)
+    for capture in (data, f.getvalue()):
+        path = tmp_path / "c.tcrec"
+        path.write_bytes(capture)
+        whole, names = tickcast.decode_capture(capture)
+        from_memory = list(tickcast.capture_blocks(capture))
+        assert all(not a.flags.writeable for a, _ in from_memory), "views of the bytes"
+        for blocks in (from_memory, list(tickcast.capture_blocks(str(path))),
+                       list(tickcast.capture_blocks(io.BytesIO(capture)))):
+            assert all(a.dtype == tickcast.RECORD_DTYPE for a, _ in blocks)
+            assert np.array_equal(tickcast.concat([a for a, _ in blocks]), whole)
+            assert blocks[-1][1] == names or capture is data
+        if capture is not data:
+            blocks = list(tickcast.capture_blocks(str(path)))
+            assert len(blocks) == 3 and [n for _, n in blocks] == [{0: "SYM0"}, {0: "SYM0"}, {0: "SYM0", 1: "SYM1"}]
+            assert all(a.base.nbytes < 2 * tickcast.capture.BLOCK_RECORD_BYTES for a, _ in blocks), "one block in memory"
+    # A fault is raised when the iteration reaches it, after the good blocks.
+    cut = f.getvalue()[:-100]
+    got = []
+    with pytest.raises(tickcast.DecodeError, match="ends inside an entry"):
+        for a, _ in tickcast.capture_blocks(cut):
+            got.append(a)
+    assert len(got) == 2
+
+
 # -- against the real server -------------------------------------------------------
 
 def start(listen="127.0.0.1:0", symbols=10, rate=5000, config=None):

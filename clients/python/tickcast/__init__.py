@@ -6,10 +6,11 @@
   :func:`decode_struct`: the pure-``struct`` reference decoder.
 - :func:`to_dataframe`: records into a pandas DataFrame.
 - :func:`read_capture`, :class:`CaptureWriter`: capture files (``TCREC1``);
-  :func:`decode_capture`: a whole capture into one record array.
+  :func:`decode_capture`: a whole capture into one record array; :func:`capture_blocks`:
+  a capture block by block, in bounded memory.
 """
 
-from .capture import CaptureWriter, decode_capture, read_capture
+from .capture import CaptureWriter, capture_blocks, decode_capture, read_capture
 from .client import (
     Client,
     ClientClosed,
@@ -49,7 +50,7 @@ from .gaps import Gap, GapDetector
 __version__ = "0.1.0"
 
 __all__ = [
-    "CaptureWriter", "decode_capture", "read_capture", "Client", "ClientClosed", "Conflation", "Control",
+    "CaptureWriter", "capture_blocks", "decode_capture", "read_capture", "Client", "ClientClosed", "Conflation", "Control",
     "Disconnected", "Reconnected", "ServerError", "Shutdown", "Subscribed", "Symbols", "Ticks",
     "Unsubscribed", "connect", "FLAG_CONFLATED", "FLAG_REPLAY", "FLAG_SNAPSHOT", "HEADER_SIZE",
     "KIND_QUOTE", "KIND_TRADE", "RECORD_DTYPE", "RECORD_SIZE", "SCALE", "DecodeError", "Header",

@@ -154,20 +154,109 @@ def _messages(payload: bytes, at: int, names: Dict[int, str]) -> Iterator[Tuple[
         start = end
 
 
-def _block_records(raw: np.ndarray, pos: int, length: int) -> np.ndarray:
-    """The records of the block whose payload is ``raw[pos:pos + length]``, as a view
-    of 72-byte items, after checking its headers in whole-array operations."""
-    payload = raw[pos:pos + length]
-    n, m = _block_counts(payload, pos - _ENTRY.size)
+class _Memory:
+    """Bytes of a capture held in memory: :meth:`take` gives views, no copy."""
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self._raw = raw
+        self._pos = 0
+
+    def take(self, n: int) -> np.ndarray:
+        out = self._raw[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
+
+class _File:
+    """A capture read from a file as it goes: :meth:`take` reads into a fresh buffer,
+    so memory stays bounded by the largest entry."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def take(self, n: int) -> np.ndarray:
+        buf = np.empty(n, dtype=np.uint8)
+        got = self._f.readinto(memoryview(buf))  # type: ignore[attr-defined]
+        return buf[:got or 0]
+
+
+def _entries(src: Union[_Memory, _File]) -> Iterator[Tuple[Optional[np.ndarray], Dict[int, str]]]:
+    """The walk shared by :func:`capture_blocks` and :func:`decode_capture`: one Python
+    step per entry. Yields each block's records as one array of 72-byte items (its
+    headers checked with whole-array operations), and ``None`` after the header and
+    after each ``symbols`` entry, each with the id → name map then in force."""
+    fixed = src.take(_FIXED.size)
+    json_len, pos = _read_fixed(fixed)
+    header = src.take(pos - _FIXED.size)
+    if len(header) != pos - _FIXED.size:
+        raise DecodeError("capture ends inside its JSON header")
+    names = {int(s["id"]): str(s["name"]) for s in json.loads(header[:json_len].tobytes()).get("symbols", [])}
+    yield None, names
+    unpack = _ENTRY.unpack_from
+    while True:
+        head = src.take(_ENTRY.size)
+        if not len(head):
+            return
+        if len(head) != _ENTRY.size:
+            raise DecodeError("capture ends inside an entry header")
+        length, kind = unpack(head, 0)
+        if length > MAX_ENTRY_BYTES:
+            raise DecodeError(f"capture entry of {length} bytes is too long")
+        if kind not in (ENTRY_BLOCK, ENTRY_SYMBOLS):
+            raise DecodeError(f"unknown capture entry kind {kind}")
+        payload = src.take(length + _pad(length))
+        if len(payload) != length + _pad(length):
+            raise DecodeError("capture ends inside an entry")
+        if kind == ENTRY_BLOCK:
+            yield _block_records(payload[:length], pos), names
+        else:
+            names = {**names, **_symbols(payload[:length].tobytes())}
+            yield None, names
+        pos += _ENTRY.size + length + _pad(length)
+
+
+def _block_records(payload: np.ndarray, at: int) -> np.ndarray:
+    """The records of a block (``payload``, its entry at byte ``at``), as a view of
+    72-byte items, after checking its headers in whole-array operations."""
+    n, m = _block_counts(payload, at)
     headers = np.frombuffer(payload, _HEADER_DTYPE, n, _BLOCK.size)
     ok = (headers["version"] == MESSAGE_VERSION) & (headers["record_size"] == RECORD_SIZE)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise _bad_header(headers[i:i + 1].tobytes(), i, pos - _ENTRY.size)
+        raise _bad_header(headers[i:i + 1].tobytes(), i, at)
     total = int(headers["record_count"].sum(dtype=np.uint64))
     if total != m:
-        raise _count_mismatch(total, m, pos - _ENTRY.size)
+        raise _count_mismatch(total, m, at)
     return payload[_BLOCK.size + HEADER_SIZE * n:].view(_VOID)
+
+
+def capture_blocks(source: Source) -> Iterator[Tuple[np.ndarray, Dict[int, str]]]:
+    """Yields the records of each block of a capture as a structured array of
+    :data:`tickcast.RECORD_DTYPE`, with the id → name map in force for it: the way
+    to go through a capture larger than memory, a block (about 1 MiB of records) at
+    a time.
+
+    From bytes in memory the arrays are read-only views of them (no copy); from a path
+    or an open binary file each block is read into its own buffer as the iteration
+    goes, so memory stays bounded by one block. Concatenated, the arrays equal
+    :func:`decode_capture`'s. Raises :class:`tickcast.DecodeError` as
+    :func:`read_capture` does, when the iteration reaches the fault.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        entries = _entries(_Memory(np.frombuffer(source, dtype=np.uint8)))
+    elif isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            yield from _records_of(_entries(_File(f)))
+        return
+    else:
+        entries = _entries(_File(source))
+    yield from _records_of(entries)
+
+
+def _records_of(entries: Iterator[Tuple[Optional[np.ndarray], Dict[int, str]]]) -> Iterator[Tuple[np.ndarray, Dict[int, str]]]:
+    for records, names in entries:
+        if records is not None:
+            yield records.view(RECORD_DTYPE), names
 
 
 def decode_capture(source: Source) -> Tuple[np.ndarray, Dict[int, str]]:
@@ -190,30 +279,11 @@ def decode_capture(source: Source) -> Tuple[np.ndarray, Dict[int, str]]:
         raw = np.fromfile(source, dtype=np.uint8)
     else:
         raw = np.frombuffer(source.read(), dtype=np.uint8)
-    n = len(raw)
-    json_len, pos = _read_fixed(raw[:_FIXED.size])
-    if n < pos:
-        raise DecodeError("capture ends inside its JSON header")
-    header = json.loads(raw[_FIXED.size:_FIXED.size + json_len].tobytes())
-    names = {int(s["id"]): str(s["name"]) for s in header.get("symbols", [])}
     blocks: List[np.ndarray] = []
-    unpack = _ENTRY.unpack_from
-    while pos < n:
-        if n - pos < _ENTRY.size:
-            raise DecodeError("capture ends inside an entry header")
-        length, kind = unpack(raw, pos)
-        if length > MAX_ENTRY_BYTES:
-            raise DecodeError(f"capture entry of {length} bytes is too long")
-        if kind not in (ENTRY_BLOCK, ENTRY_SYMBOLS):
-            raise DecodeError(f"unknown capture entry kind {kind}")
-        start, end = pos + _ENTRY.size, pos + _ENTRY.size + length
-        if end + _pad(length) > n:
-            raise DecodeError("capture ends inside an entry")
-        if kind == ENTRY_BLOCK:
-            blocks.append(_block_records(raw, start, length))
-        else:
-            names = {**names, **_symbols(raw[start:end].tobytes())}
-        pos = end + _pad(length)
+    names: Dict[int, str] = {}
+    for records, names in _entries(_Memory(raw)):
+        if records is not None:
+            blocks.append(records)
     if not blocks:
         return np.empty(0, dtype=RECORD_DTYPE), names
     return np.concatenate(blocks).view(RECORD_DTYPE), names
