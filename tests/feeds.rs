@@ -301,6 +301,119 @@ fn replay_skips_bad_lines_and_goes_on() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A binary data message of `ticks` (symbol id, trade price), stamped `ts_event`.
+fn wire_message(ticks: &[(u32, i64)], ts_event: u64) -> Vec<u8> {
+    use tickcast::wire::{encode_header, encode_record, HEADER_SIZE, RECORD_SIZE};
+    let mut msg = vec![0u8; HEADER_SIZE];
+    let mut h = [0u8; HEADER_SIZE];
+    encode_header(ticks.len() as u32, 0, &mut h);
+    msg.copy_from_slice(&h);
+    for (i, &(symbol_id, price)) in ticks.iter().enumerate() {
+        let tick = tickcast::tick::Tick {
+            symbol_id,
+            seq: i as u64 + 1,
+            ts_event,
+            ts_recv: ts_event,
+            flags: tickcast::tick::Flags::empty(),
+            count: 1,
+            body: Body::trade(price, 100_000_000),
+        };
+        let mut r = [0u8; RECORD_SIZE];
+        encode_record(&tick, &mut r);
+        msg.extend_from_slice(&r);
+    }
+    msg
+}
+
+#[test]
+fn replay_of_a_tickcast_capture_skips_a_bad_block_and_goes_on() {
+    use tickcast::capture::{CaptureHeader, CaptureWriter, SymbolEntry, ENTRY_BLOCK};
+    let entry = |id: u32, name: &str| SymbolEntry {
+        id,
+        name: name.into(),
+    };
+    let header = |symbols| CaptureHeader {
+        created_at_ns: 1,
+        symbols,
+        source: None,
+    };
+    // A good block of A, the name of B, then (spliced in) a block whose headers count
+    // more records than it holds, then a good block of A and B.
+    let mut w = CaptureWriter::new(Vec::new(), &header(vec![entry(0, "CAPA")])).unwrap();
+    w.write_message(&wire_message(&[(0, 100), (0, 101)], 1_000))
+        .unwrap();
+    w.write_message(&wire_message(&[(0, 102)], 2_000)).unwrap();
+    w.write_symbols(&[entry(1, "CAPB")]).unwrap();
+    let mut file = w.finish().unwrap();
+    let mut bad = vec![0u8; 8];
+    let msg = wire_message(&[(0, 999), (1, 999)], 3_000);
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&1u32.to_le_bytes()); // one message
+    payload.extend_from_slice(&1u32.to_le_bytes()); // one record: the header says two
+    payload.extend_from_slice(&msg[..16]);
+    payload.extend_from_slice(&msg[16..16 + 72]);
+    bad[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    bad[4] = ENTRY_BLOCK;
+    file.extend_from_slice(&bad);
+    file.extend_from_slice(&payload);
+    let mut w = CaptureWriter::new(Vec::new(), &header(vec![])).unwrap();
+    w.write_message(&wire_message(&[(1, 200), (0, 103)], 4_000))
+        .unwrap();
+    let tail = w.finish().unwrap();
+    let json_len = u32::from_le_bytes(tail[16..20].try_into().unwrap()) as usize;
+    file.extend_from_slice(&tail[24 + json_len.next_multiple_of(8)..]);
+
+    let dir = std::env::temp_dir().join(format!("tickcast-feeds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad-block.tcrec");
+    std::fs::write(&path, file).unwrap();
+    let feed = RunningFeed::start(FeedSpec::Replay(ReplayConfig {
+        speed: 0.0,
+        rebase_time: false,
+        ..ReplayConfig::new(&path)
+    }));
+    let got: Vec<(String, i64, u64)> = feed
+        .take(5)
+        .iter()
+        .map(|t| {
+            (
+                t.symbol.as_str().to_string(),
+                t.body.values()[0],
+                t.ts_event,
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64, u64)> = [
+        ("CAPA", 100, 1_000),
+        ("CAPA", 101, 1_000),
+        ("CAPA", 102, 2_000),
+        ("CAPB", 200, 4_000),
+        ("CAPA", 103, 4_000),
+    ]
+    .into_iter()
+    .map(|(s, p, t)| (s.to_string(), p, t))
+    .collect();
+    assert_eq!(got, want);
+    let thread = feed.thread.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !thread.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "replay ends");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        feed.rx.try_recv().is_err(),
+        "nothing of the bad block is played"
+    );
+    assert_eq!(
+        feed.count(|s| &s.parse_errors),
+        1,
+        "the bad block is counted"
+    );
+    assert_eq!(feed.count(|s| &s.messages), 3, "the good blocks' messages");
+    drop(feed);
+    let _ = std::fs::remove_file(&path);
+}
+
 // ---------------------------------------------------------------------------------
 // A fake exchange.
 
