@@ -81,12 +81,10 @@ def _block_counts(payload: Any, at: int) -> Tuple[int, int]:
 
 
 def _bad_header(header: bytes, i: int, at: int) -> DecodeError:
-    """The error for message ``i``'s header, which failed the version or size check."""
+    """The error for message ``i``'s header, which failed the version or size check
+    (:func:`decode_header` checks those before the length, and says which)."""
     try:
-        # decode_header explains what is wrong with a header; give it a message that
-        # is right in length, so only the header can be wrong.
-        count = struct.unpack_from("<I", header, 4)[0]
-        decode_header(header + bytes(RECORD_SIZE * min(count, MAX_ENTRY_BYTES // RECORD_SIZE)))
+        decode_header(header)
     except DecodeError as e:
         return DecodeError(f"capture block at byte {at}, message {i}: {e}")
     return DecodeError(f"capture block at byte {at}, message {i}: bad header")
