@@ -153,10 +153,13 @@ pub struct Summary {
     pub errors: u64,
     /// Ticks published to `/publish`.
     pub published: u64,
-    /// What the server says it sent (`/stats` → `totals.records_out`), read after the
-    /// drain; `None` when it could not be read.
+    /// What the server says it sent (`/stats` → `totals.records_out`): for the
+    /// in-process server, read once its feeds stopped and the count settled; for an
+    /// external server (whose feed keeps going), read once, when the measurement
+    /// ended. `None` when it could not be read.
     pub server_records_out: Option<u64>,
-    /// Whether every record the server counted had arrived when the run stopped.
+    /// Whether every record the server counted (up to `server_records_out`) had
+    /// arrived when the run stopped.
     pub drained: bool,
     /// The percentile spectrum (the `.hgrm` lines), for plots.
     pub spectrum: Vec<SpectrumPoint>,
@@ -419,8 +422,13 @@ impl Summary {
         if let Some(out) = self.server_records_out {
             let _ = writeln!(
                 s,
-                "  server says it sent {} records; {}",
+                "  server says it sent {} records{}; {}",
                 human_count(out as f64),
+                if self.in_process_server {
+                    ""
+                } else {
+                    " by the end of the run (its feed keeps going)"
+                },
                 if self.drained {
                     "all received"
                 } else {

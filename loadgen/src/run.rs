@@ -458,7 +458,11 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         }
     }
 
-    // Drain: stop the sources, then wait until what the server sent has arrived.
+    // Drain: stop the sources, then wait until what the server sent has arrived. An
+    // external server's feed cannot be stopped from here and keeps sending, so the
+    // two counts never settle equal: there, the count the server reports once the
+    // publisher has stopped is the mark, and drained means every record up to it
+    // arrived.
     pub_stop.store(true, Relaxed);
     let publish = publisher.map(|h| h.join().unwrap_or_default());
     if let Some(h) = &server {
@@ -474,12 +478,20 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
     let mut drained = false;
     let mut equal_since: Option<Instant> = None;
     while Instant::now() < drain_deadline {
-        let out = match &server {
-            Some(h) => Some(h.stats().total(|c| &c.records_out)),
-            None => setup.block_on(fetch_records_out(&url)),
-        };
-        server_out = out;
         let got = live.records.load(Relaxed);
+        if server.is_none() {
+            if server_out.is_none() {
+                server_out = setup.block_on(fetch_records_out(&url));
+            }
+            if server_out.is_some_and(|mark| got >= mark) {
+                drained = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let out = server.as_ref().map(|h| h.stats().total(|c| &c.records_out));
+        server_out = out;
         match out {
             Some(o) if o == got => {
                 let since = *equal_since.get_or_insert_with(Instant::now);
