@@ -258,6 +258,9 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
 /// Starts the real binary; returns the child and its address.
 fn spawn_binary(extra: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        // mimalloc returns freed pages to the system at once rather than after its
+        // purge delay, so the process's RSS follows the memory it really holds.
+        .env("MIMALLOC_PURGE_DELAY", "0")
         .args([
             "serve",
             "--listen",
@@ -349,7 +352,7 @@ async fn churn_of_a_thousand_connections_returns_to_baseline() {
             .unwrap()
     };
     let mut samples = Vec::new();
-    for round in 0..3 {
+    for round in 0..5 {
         let mut conns = Vec::with_capacity(1000);
         for chunk in 0..10 {
             let opened = futures_util::future::join_all((0..100).map(|i| async move {
@@ -383,7 +386,13 @@ async fn churn_of_a_thousand_connections_returns_to_baseline() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         samples.push((fds(pid), rss_kib(pid)));
     }
-    let (fd0, rss0) = samples[0];
+    // Even with pages returned at once, the first round may not yet have reached the
+    // allocator's steady footprint: the baseline is the higher of the first two
+    // rounds, and a leak shows as growth past it over the three rounds that follow.
+    // (With mimalloc's default purge delay, runs saw 72 MiB after the first round and
+    // 104 MiB after the second, with nothing leaking: pages about to be returned.)
+    let fd0 = samples[0].0;
+    let rss0 = samples[0].1.max(samples[1].1);
     for (round, (fd, rss)) in samples.iter().enumerate() {
         assert!(
             *fd <= fd0 + 2,
@@ -391,7 +400,7 @@ async fn churn_of_a_thousand_connections_returns_to_baseline() {
         );
         assert!(
             *rss <= rss0 + rss0 / 4 + 4096,
-            "round {round}: memory back to baseline ({rss} KiB vs {rss0} KiB)"
+            "round {round}: memory back to baseline ({rss} KiB vs {rss0} KiB; samples (fds, KiB) {samples:?})"
         );
     }
     let _ = child.kill();
