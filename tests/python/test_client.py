@@ -279,6 +279,19 @@ def test_capture_blocks_from_memory_a_path_and_a_file(tmp_path):
             blocks = list(tickcast.capture_blocks(str(path)))
             assert len(blocks) == 3 and [n for _, n in blocks] == [{0: "SYM0"}, {0: "SYM0"}, {0: "SYM0", 1: "SYM1"}]
             assert all(a.base.nbytes < 2 * tickcast.capture.BLOCK_RECORD_BYTES for a, _ in blocks), "one block in memory"
+    # A file-like object that returns a few bytes per read, with or without readinto.
+    class Trickle:
+        def __init__(self, data, readinto):
+            self._f = io.BytesIO(data)
+            if readinto:
+                self.readinto = lambda b: self._f.readinto(b[:5])
+
+        def read(self, n=-1):
+            return self._f.read(min(n, 5) if n > 0 else n)
+
+    for readinto in (True, False):
+        blocks = list(tickcast.capture_blocks(Trickle(f.getvalue(), readinto)))
+        assert np.array_equal(tickcast.concat([a for a, _ in blocks]), tickcast.decode_capture(f.getvalue())[0])
     # A fault is raised when the iteration reaches it, after the good blocks.
     cut = f.getvalue()[:-100]
     got = []

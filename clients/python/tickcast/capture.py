@@ -174,8 +174,20 @@ class _File:
 
     def take(self, n: int) -> np.ndarray:
         buf = np.empty(n, dtype=np.uint8)
-        got = self._f.readinto(memoryview(buf))  # type: ignore[attr-defined]
-        return buf[:got or 0]
+        view = memoryview(buf)
+        readinto = getattr(self._f, "readinto", None)
+        got = 0
+        while got < n:  # a read may return less than asked before the end
+            if readinto is not None:
+                step = readinto(view[got:]) or 0
+            else:  # a file-like object with read() only
+                chunk = self._f.read(n - got)
+                step = len(chunk)
+                view[got:got + step] = chunk
+            if not step:
+                break
+            got += step
+        return buf[:got]
 
 
 def _entries(src: Union[_Memory, _File]) -> Iterator[Tuple[Optional[np.ndarray], Dict[int, str]]]:
