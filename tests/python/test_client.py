@@ -292,6 +292,7 @@ def test_capture_blocks_from_memory_a_path_and_a_file(tmp_path):
     for readinto in (True, False):
         blocks = list(tickcast.capture_blocks(Trickle(f.getvalue(), readinto)))
         assert np.array_equal(tickcast.concat([a for a, _ in blocks]), tickcast.decode_capture(f.getvalue())[0])
+    assert list(tickcast.read_capture(Trickle(f.getvalue(), False))) == list(tickcast.read_capture(io.BytesIO(f.getvalue())))
     # A fault is raised when the iteration reaches it, after the good blocks.
     cut = f.getvalue()[:-100]
     got = []

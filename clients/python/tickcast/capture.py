@@ -94,6 +94,23 @@ def _count_mismatch(total: int, m: int, at: int) -> DecodeError:
     return DecodeError(f"capture block at byte {at}: its message headers count {total} records, the block holds {m}")
 
 
+def _read(f: BinaryIO, n: int) -> bytes:
+    """``n`` bytes of ``f``, or fewer at its end only (a read may return less than
+    asked before the end)."""
+    data = f.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iterator[Tuple[bytes, Dict[int, str]]]:
     """Yields every binary message of a capture, exactly as received (header and
     records), with the id → name map in force for it. Pure ``struct``.
@@ -103,14 +120,14 @@ def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iter
     """
     f = open(path_or_file, "rb") if isinstance(path_or_file, (str, os.PathLike)) else path_or_file
     try:
-        fixed = f.read(_FIXED.size)
+        fixed = _read(f, _FIXED.size)
         json_len, pos = _read_fixed(fixed)
-        header = f.read(pos - _FIXED.size)
+        header = _read(f, pos - _FIXED.size)
         if len(header) != pos - _FIXED.size:
             raise DecodeError("capture ends inside its JSON header")
         names = {int(s["id"]): str(s["name"]) for s in json.loads(header[:json_len]).get("symbols", [])}
         while True:
-            head = f.read(_ENTRY.size)
+            head = _read(f, _ENTRY.size)
             if not head:
                 return
             if len(head) != _ENTRY.size:
@@ -120,7 +137,7 @@ def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iter
                 raise DecodeError(f"capture entry of {length} bytes is too long")
             if kind not in (ENTRY_BLOCK, ENTRY_SYMBOLS):
                 raise DecodeError(f"unknown capture entry kind {kind}")
-            payload = f.read(length + _pad(length))
+            payload = _read(f, length + _pad(length))
             if len(payload) != length + _pad(length):
                 raise DecodeError("capture ends inside an entry")
             if kind == ENTRY_SYMBOLS:
