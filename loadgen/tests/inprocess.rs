@@ -43,6 +43,55 @@ fn synthetic_feed_binary_subscribers() {
 }
 
 #[test]
+fn against_a_server_whose_feed_keeps_going_every_counted_record_arrives() {
+    // A server loadgen did not start (as with --url): its feed cannot be stopped, so
+    // the drain waits for every record up to the count /stats gave at the end.
+    let server = tickcast::server::Server::start(tickcast::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        pin_cores: false,
+        feeds: vec![tickcast::feed::FeedSpec::Synthetic(
+            tickcast::feed::synthetic::SyntheticConfig {
+                symbols: 20,
+                rate: 2_000,
+                ..Default::default()
+            },
+        )],
+        ..Default::default()
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.symbols().len() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "symbols never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let settings = Settings {
+        url: Some(format!("ws://{}/ws", server.local_addr())),
+        ..small("external")
+    };
+    let (s, _) = loadgen::run::run(&settings, false).unwrap();
+    let sent_by_then = server.stats().total(|c| &c.records_out);
+    server.shutdown();
+    assert!(s.records_measured > 0, "empty histogram: {s:#?}");
+    assert_eq!(s.gaps, 0, "gaps: {s:#?}");
+    assert!(s.drained, "not drained: {s:#?}");
+    let mark = s.server_records_out.expect("the count was read");
+    assert!(
+        mark > 0 && s.records >= mark,
+        "received {} of {mark}",
+        s.records
+    );
+    assert!(
+        sent_by_then >= s.records,
+        "the feed kept going: {sent_by_then} sent, {} received",
+        s.records
+    );
+}
+
+#[test]
 fn open_loop_publisher_json_subscribers_to_everything() {
     let settings = Settings {
         connections: 4,
