@@ -715,6 +715,76 @@ mod tests {
         assert_eq!(b.record_count(), 2, "only the good message was kept");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Any bytes after a valid header: the reader never panics, and every block it
+        /// accepts holds exactly the records its messages count.
+        #[test]
+        fn arbitrary_entries_never_panic(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2_048),
+            // Entry headers that mostly frame the bytes after them, so blocks get
+            // parsed, not only refused at the first header.
+            lens in proptest::collection::vec(0u32..512, 1..6),
+        ) {
+            let mut file = CaptureWriter::new(Vec::new(), &header()).unwrap().finish().unwrap();
+            let mut rest = &body[..];
+            for len in lens {
+                let len = (len as usize).min(rest.len());
+                file.extend_from_slice(&(len as u32).to_le_bytes());
+                file.extend_from_slice(&[ENTRY_BLOCK, 0, 0, 0]);
+                file.extend_from_slice(&rest[..len]);
+                file.resize(file.len().next_multiple_of(8), 0);
+                rest = &rest[len..];
+            }
+            file.extend_from_slice(rest);
+            let mut r = CaptureReader::new(&file[..]).unwrap();
+            for _ in 0..16 {
+                match r.next_entry() {
+                    Ok(Some(Entry::Block(block))) => {
+                        let total = block.record_count();
+                        let by_message: usize = block.clone().map(|m| m.len()).sum();
+                        proptest::prop_assert_eq!(by_message, total);
+                        proptest::prop_assert_eq!(block.records().count(), total);
+                    }
+                    Ok(Some(Entry::Symbols(_))) | Err(CaptureError::Block { .. }) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// A valid capture with a few bytes changed anywhere: never a panic, and every
+        /// block still accepted holds exactly the records its messages count.
+        #[test]
+        fn mutated_captures_never_panic(
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let (mut file, _) = sample();
+            for (at, byte) in edits {
+                let at = at % file.len();
+                file[at] = byte;
+            }
+            let Ok(mut r) = CaptureReader::new(&file[..]) else {
+                return Ok(());
+            };
+            for _ in 0..16 {
+                match r.next_entry() {
+                    Ok(Some(Entry::Block(block))) => {
+                        let total = block.record_count();
+                        let by_message: usize = block.clone().map(|m| m.len()).sum();
+                        proptest::prop_assert_eq!(by_message, total);
+                    }
+                    Ok(Some(Entry::Symbols(_))) | Err(CaptureError::Block { .. }) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+
     /// The offset of the first entry of a capture.
     fn first_entry(bytes: &[u8]) -> usize {
         let json_len = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;

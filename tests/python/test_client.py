@@ -231,6 +231,37 @@ def test_decode_capture_rejects_what_read_capture_rejects():
         tickcast.decode_capture(bytes(v1))
 
 
+def test_mutated_captures_raise_decode_error_and_the_readers_agree():
+    """A valid capture with a few bytes changed anywhere (headers, JSON, blocks): every
+    reader either raises DecodeError or returns, never another exception, and when they
+    return they return the same records."""
+    data, _, _ = small_capture()
+    rng = random.Random(11)
+    outcomes = {"raised": 0, "decoded": 0}
+    for _ in range(1000):
+        b = bytearray(data)
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        b = bytes(b)
+        results = []
+        for read in (
+            lambda: tickcast.decode_capture(b)[0],
+            lambda: tickcast.concat([a for a, _ in tickcast.capture_blocks(b)]),
+            lambda: tickcast.concat([tickcast.decode(m)[1] for m, _ in tickcast.read_capture(io.BytesIO(b))]),
+        ):
+            try:
+                results.append(read())
+            except tickcast.DecodeError:
+                results.append(None)
+        if results[0] is None:
+            outcomes["raised"] += 1
+            assert results[1] is None and results[2] is None
+        else:
+            outcomes["decoded"] += 1
+            assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+    assert outcomes["raised"] > 0 and outcomes["decoded"] > 0, outcomes
+
+
 def test_capture_blocks_close_at_the_size_limit():
     """Messages gather into blocks of about 1 MiB of records: a capture of large
     messages has several blocks, and reads back message for message."""

@@ -47,8 +47,16 @@ def _pad(n: int) -> int:
     return (8 - n % 8) % 8
 
 
-def _symbols(payload: Any) -> Dict[int, str]:
-    return {int(s["id"]): str(s["name"]) for s in json.loads(bytes(payload))["symbols"]}
+def _names(payload: Any, at: int, header: bool = False) -> Dict[int, str]:
+    """The id → name map of the JSON header (``header``) or of a ``symbols`` entry at
+    byte ``at``; anything that is not one is a :class:`DecodeError`."""
+    what = "JSON header" if header else "symbols entry"
+    try:
+        doc = json.loads(bytes(payload))
+        entries = doc.get("symbols", []) if header else doc["symbols"]
+        return {int(s["id"]): str(s["name"]) for s in entries}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad UTF-8 and JSON are ValueErrors
+        raise DecodeError(f"capture {what} at byte {at} is not valid: {type(e).__name__}: {e}") from None
 
 
 def _read_fixed(data: Any) -> Tuple[int, int]:
@@ -125,7 +133,7 @@ def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iter
         header = _read(f, pos - _FIXED.size)
         if len(header) != pos - _FIXED.size:
             raise DecodeError("capture ends inside its JSON header")
-        names = {int(s["id"]): str(s["name"]) for s in json.loads(header[:json_len]).get("symbols", [])}
+        names = _names(header[:json_len], _FIXED.size, header=True)
         while True:
             head = _read(f, _ENTRY.size)
             if not head:
@@ -141,7 +149,7 @@ def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iter
             if len(payload) != length + _pad(length):
                 raise DecodeError("capture ends inside an entry")
             if kind == ENTRY_SYMBOLS:
-                names = {**names, **_symbols(payload[:length])}
+                names = {**names, **_names(payload[:length], pos)}
             else:
                 yield from _messages(payload[:length], pos, names)
             pos += _ENTRY.size + length + _pad(length)
@@ -217,7 +225,7 @@ def _entries(src: Union[_Memory, _File]) -> Iterator[Tuple[Optional[np.ndarray],
     header = src.take(pos - _FIXED.size)
     if len(header) != pos - _FIXED.size:
         raise DecodeError("capture ends inside its JSON header")
-    names = {int(s["id"]): str(s["name"]) for s in json.loads(header[:json_len].tobytes()).get("symbols", [])}
+    names = _names(header[:json_len].tobytes(), _FIXED.size, header=True)
     yield None, names
     unpack = _ENTRY.unpack_from
     while True:
@@ -237,7 +245,7 @@ def _entries(src: Union[_Memory, _File]) -> Iterator[Tuple[Optional[np.ndarray],
         if kind == ENTRY_BLOCK:
             yield _block_records(payload[:length], pos), names
         else:
-            names = {**names, **_symbols(payload[:length].tobytes())}
+            names = {**names, **_names(payload[:length].tobytes(), pos)}
             yield None, names
         pos += _ENTRY.size + length + _pad(length)
 
