@@ -513,6 +513,27 @@ const BUS_FIELDS: [(&str, &str, &str, BusField); 17] = [
     ),
 ];
 
+/// Starts the thread `name` running `task` on its own current-thread tokio runtime
+/// (the bus threads: `bus-publisher`, `bus-edge`). A runtime that cannot be built is
+/// logged and ends the thread.
+fn spawn_runtime_thread<F, Fut>(name: &str, task: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(task()),
+                Err(e) => tracing::error!(error = %e, "bus: cannot build runtime"),
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -324,21 +324,7 @@ pub struct EdgeContext {
 
 /// Starts the `bus-edge` thread.
 pub fn spawn(ctx: EdgeContext) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("bus-edge".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "bus: cannot build runtime");
-                    return;
-                }
-            };
-            rt.block_on(run(ctx));
-        })
+    super::spawn_runtime_thread("bus-edge", move || run(ctx))
 }
 
 fn headers(msg: &async_nats::Message) -> Headers<'_> {

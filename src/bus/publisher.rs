@@ -139,21 +139,7 @@ pub fn start(ctx: PublisherContext) -> std::io::Result<(BusSink, std::thread::Jo
         grouped: (0..shards).map(|_| Vec::new()).collect(),
         buf: Vec::new(),
     };
-    let thread = std::thread::Builder::new()
-        .name("bus-publisher".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "bus: cannot build runtime");
-                    return;
-                }
-            };
-            rt.block_on(run(ctx, rx));
-        })?;
+    let thread = super::spawn_runtime_thread("bus-publisher", move || run(ctx, rx))?;
     Ok((sink, thread))
 }
 
