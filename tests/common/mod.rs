@@ -228,9 +228,35 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A child process that is killed when dropped, so that a failing test leaves no
+/// server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the real binary (two unpinned cores on port 0 unless `extra` says
-/// otherwise); returns the child and its address.
-pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+/// otherwise); returns the child (killed when dropped) and its address.
+pub fn spawn_binary(extra: &[&str]) -> (KillOnDrop, std::net::SocketAddr) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin"];
     if !extra.contains(&"--workers") {
         args.extend(["--workers", "2"]);
@@ -256,7 +282,7 @@ pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, std::net::SocketAdd
         .expect("listening line")
         .parse()
         .unwrap();
-    (child, addr)
+    (KillOnDrop(child), addr)
 }
 
 /// `VmRSS` of a process, in KiB.
