@@ -97,6 +97,8 @@ pub struct Sequencer {
     announce_pending: bool,
     /// Scratch for the names of newly interned symbols.
     new_names: Vec<Symbol>,
+    /// Ticks published in the current batch, not yet in `stats.ticks`.
+    in_batch: u64,
 }
 
 impl std::fmt::Debug for dyn BatchSink {
@@ -125,6 +127,7 @@ impl Sequencer {
             announced: 0,
             announce_pending: false,
             new_names: Vec::new(),
+            in_batch: 0,
         }
     }
 
@@ -137,6 +140,14 @@ impl Sequencer {
 
     /// Sequences one feed tick received at `ts_recv`: returns the tick as published.
     pub fn sequence(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
+        let t = self.sequence_one(ft, ts_recv)?;
+        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        Ok(t)
+    }
+
+    /// [`Sequencer::sequence`] without the shared counter (the run loop adds a
+    /// batch's count once).
+    fn sequence_one(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
         let id = match self.ids.get(&ft.symbol) {
             Some(&id) => id,
             None => {
@@ -164,7 +175,6 @@ impl Sequencer {
         // a lap then never misses a tick that was already in the ring.
         self.lvc.update(&tick);
         self.ring.publish(&tick);
-        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         if self.sink.is_some() {
             self.batch.push(tick);
         }
@@ -267,13 +277,18 @@ impl Sequencer {
     /// the parked cores.
     pub fn run(mut self, rx: Receiver<FeedTick>, cores: Vec<Arc<Parker>>) {
         while let Ok(first) = rx.recv() {
-            self.ingest(&first);
+            // One clock read per batch: every tick of it was in the channel by then,
+            // or arrived within the microseconds the batch takes.
+            let ts_recv = now_ns();
+            self.ingest(&first, ts_recv);
             for _ in 1..MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(ft) => self.ingest(&ft),
+                    Ok(ft) => self.ingest(&ft, ts_recv),
                     Err(_) => break,
                 }
             }
+            self.stats.ticks.fetch_add(self.in_batch, Ordering::Relaxed);
+            self.in_batch = 0;
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.hand_to_sink();
             for core in &cores {
@@ -282,10 +297,13 @@ impl Sequencer {
         }
     }
 
-    fn ingest(&mut self, ft: &FeedTick) {
-        if let Err(e) = self.sequence(ft, now_ns()) {
-            if self.stats.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!(symbol = %ft.symbol, error = %e, "tick rejected");
+    fn ingest(&mut self, ft: &FeedTick, ts_recv: u64) {
+        match self.sequence_one(ft, ts_recv) {
+            Ok(_) => self.in_batch += 1,
+            Err(e) => {
+                if self.stats.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(symbol = %ft.symbol, error = %e, "tick rejected");
+                }
             }
         }
     }

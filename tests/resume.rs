@@ -94,7 +94,12 @@ async fn published_since(server: &tickcast::server::ServerHandle, n: u64) {
 
 #[tokio::test]
 async fn short_absence_replays_every_missed_tick() {
-    let server = start_server(config(10, 20_000));
+    // The replay comes as a burst; on a loaded machine the client may take more than
+    // max_queue_age_ms to read it, and conflation (tested elsewhere) would merge it.
+    let mut cfg = config(10, 20_000);
+    cfg.max_queue_age_ms = 0;
+    cfg.high_water_bytes = 64 << 20;
+    let server = start_server(cfg);
     let addr = server.local_addr();
     let last = watch(addr, 400).await;
     // 6,000 ticks while away: well inside a 65,536-slot ring.
