@@ -163,18 +163,28 @@ def concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.view(_VOID) for a in arrays]).view(RECORD_DTYPE)
 
 
-def to_dataframe(records: Union[np.ndarray, Sequence[np.ndarray]], names: Optional[Mapping[int, str]] = None) -> Any:
+def to_dataframe(
+    records: Union[np.ndarray, Sequence[np.ndarray]],
+    names: Optional[Mapping[int, str]] = None,
+    prices: str = "float",
+) -> Any:
     """A pandas DataFrame of records (one array, or several concatenated).
 
     Columns: ``symbol`` (from ``names``, id → name), ``symbol_id``, ``seq``, ``kind``
     (``"trade"``/``"quote"``), ``flags`` and the booleans ``snapshot``, ``conflated``,
     ``replay``, ``count``, ``ts_event``, ``ts_recv`` (raw ns) and ``time`` (``ts_event``
     as UTC datetimes), the raw fixed-point integers ``value0..value3``, and the values
-    as floats: ``price``, ``size``, ``high``, ``low`` for trades and ``bid_px``,
-    ``bid_sz``, ``ask_px``, ``ask_sz`` for quotes (NaN on rows of the other kind).
-    Floats are for analysis; the raw integers are exact.
+    named: ``price``, ``size``, ``high``, ``low`` for trades and ``bid_px``, ``bid_sz``,
+    ``ask_px``, ``ask_sz`` for quotes (blank on rows of the other kind), as floats
+    (``prices="float"``, the default), exact fixed-point integers in nullable ``Int64``
+    (``"fixed"``; the scale is ``df.attrs["scale"]``, 10**8) or exact
+    :class:`decimal.Decimal` (``"decimal"``): see :mod:`tickcast.prices`.
     """
     import pandas as pd  # optional dependency: pip install 'tickcast[pandas]'
+
+    from .prices import check_mode, value_columns
+
+    check_mode(prices)
 
     if not isinstance(records, np.ndarray):
         records = concat(list(records))
@@ -202,7 +212,7 @@ def to_dataframe(records: Union[np.ndarray, Sequence[np.ndarray]], names: Option
     }
     for i in range(4):
         cols[f"value{i}"] = records[f"value{i}"]
-    for mask, fields in ((trade, TRADE_FIELDS), (quote, QUOTE_FIELDS)):
-        for i, name in enumerate(fields):
-            cols[name] = np.where(mask, records[f"value{i}"] / SCALE, np.nan)
-    return pd.DataFrame(cols)
+    cols.update(value_columns(records, prices))
+    df = pd.DataFrame(cols)
+    df.attrs["scale"] = SCALE
+    return df
