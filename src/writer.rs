@@ -912,6 +912,7 @@ impl Core {
                 format,
                 max_rate,
                 resume,
+                summary,
             } => {
                 let ids = self.resolve(key, &symbols)?;
                 let max_subs = self.conns[key]
@@ -962,7 +963,26 @@ impl Core {
                     .filter(|(id, _)| added.contains(id))
                     .collect();
                 let replays = self.replay_from_ring(&resume);
-                for sym in added {
+                // Each symbol's latest values and, read after them, its session summary,
+                // sent before the snapshot when asked for: it counts every trade up to
+                // the snapshot's.
+                let snapshots: Vec<_> = added
+                    .iter()
+                    .map(|&sym| (sym, self.shared.lvc.snapshot(sym)))
+                    .collect();
+                if summary {
+                    let names: Vec<Symbol> = added.iter().map(|&sym| self.name(sym)).collect();
+                    let summaries = names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .zip(snapshots.iter().map(|(_, (_, s))| *s));
+                    let mut messages = Vec::new();
+                    wire::write_summary_messages(summaries, |m| messages.push(m.to_vec()));
+                    for m in &messages {
+                        self.push_control(key, m, now);
+                    }
+                }
+                for (sym, (latest, _)) in snapshots {
                     let sk = self.conns[key].subs[&sym];
                     match (resume.get(&sym), replays.get(&sym)) {
                         (Some(&from), Some(Some(ticks))) => {
@@ -979,7 +999,6 @@ impl Core {
                         }
                         _ => {
                             // No resume point, or the ring no longer holds the gap.
-                            let latest = self.shared.lvc.latest(sym);
                             for t in latest.in_seq_order() {
                                 let snap = Tick {
                                     flags: t.flags.with(Flags::SNAPSHOT),

@@ -367,6 +367,49 @@ step('every row shows the age of its last update', async () => {
   assert.ok(Math.max(...ages) < 5, `ages ${ages}`);
 });
 
+step('change, high, low and volume come from the server: since the session start', async () => {
+  const symbols = [...ADDED, 'SYM0'];
+  // The row's model against the client's summary, read in one turn of the page.
+  const read = () =>
+    page.evaluate(
+      (syms) =>
+        syms.map((s) => {
+          const r = window.tickcast.row(s);
+          const sum = window.tickcast.summary(s);
+          const cell = (f) => document.querySelector(`tr[data-symbol="${s}"] [data-field="${f}"]`).textContent;
+          return { s, r, sum: sum && { ...sum, since: String(sum.since) }, cells: ['change', 'change_pct', 'high', 'low', 'volume', 'last'].map(cell) };
+        }),
+      symbols,
+    );
+  await page.waitForFunction(
+    (syms) => syms.every((s) => window.tickcast.summary(s) && window.tickcast.summary(s).trades > 0),
+    symbols,
+    { timeout: WAIT_MS },
+  );
+  for (const { s, r, sum } of await read()) {
+    assert.equal(r.open, Number(sum.open), `${s} open`);
+    assert.equal(r.high, Number(sum.high), `${s} high`);
+    assert.equal(r.low, Number(sum.low), `${s} low`);
+    assert.equal(r.volume, Number(sum.volume), `${s} volume`);
+    assert.ok(r.low <= r.open && r.open <= r.high && r.low <= r.last && r.last <= r.high, `${s}: ${JSON.stringify(r)}`);
+    assert.ok(BigInt(sum.since) > 0n && sum.trades >= 1, `${s}: ${JSON.stringify(sum)}`);
+  }
+  // The cells show the model: change against the session's open, never "-0.00".
+  await page.waitForFunction(
+    (syms) =>
+      syms.every((s) => {
+        const r = window.tickcast.row(s);
+        const cell = (f) => document.querySelector(`tr[data-symbol="${s}"] [data-field="${f}"]`).textContent;
+        const last = cell('last');
+        const dp = last.includes('.') ? last.length - last.indexOf('.') - 1 : 0;
+        const c = window.tickcast.formatChange(Number(last), r.open, dp);
+        return cell('change') === c.change && cell('change_pct') === c.changePct && cell('high') === r.high.toFixed(dp);
+      }),
+    symbols,
+    { timeout: WAIT_MS, polling: 50 },
+  );
+});
+
 step('a feed clock ahead of this one shows latency 0, flagged, never negative', async () => {
   // A second tab whose clock runs a minute behind: every ts_event is "in the future".
   const skewed = await context.newPage();

@@ -31,4 +31,4 @@ export TICKCAST_BIN="$target/debug/tickcast"
 [ -x "$TICKCAST_BIN" ] || die "server binary missing after the build: $TICKCAST_BIN"
 
 cd "$pkg"
-timeout 600 node --experimental-websocket --test --test-concurrency=1 test/
+timeout 600 node --experimental-websocket --test --test-concurrency=1 test/*.test.mjs

@@ -102,6 +102,8 @@ export interface ConnectOptions {
   tokenIn?: 'query' | 'header';
   /** Resume points for the first connection (from an earlier client's `lastSeqs()`). */
   resume?: Record<string, number> | Map<string, number>;
+  /** Ask for the session summary (open, high, low, volume) of every symbol subscribed. Default: true. */
+  summary?: boolean;
   /** Reconnect when the connection ends. Default: true. */
   reconnect?: boolean;
   /** First reconnect delay, in ms; doubles per failed attempt. Default: 100. */
@@ -179,7 +181,7 @@ export class Client {
     const random = options.random ?? Math.random;
     this.backoff = new Backoff(options.backoffInitialMs ?? 100, options.backoffMaxMs ?? 5000, random);
     this.resubscribeBackoff = new Backoff(options.backoffInitialMs ?? 100, options.backoffMaxMs ?? 5000, random);
-    this.session = new Session(this.sink(), options.format ?? 'binary');
+    this.session = new Session(this.sink(), options.format ?? 'binary', options.summary ?? true);
     if (options.resume) {
       const entries = options.resume instanceof Map ? options.resume : Object.entries(options.resume);
       for (const [name, seq] of entries) this.session.seedResume(name, seq);

@@ -170,7 +170,9 @@ interface SummaryState {
 }
 
 const FLAG_BITS: Record<string, number> = { snapshot: FLAG_SNAPSHOT, conflated: FLAG_CONFLATED, replay: FLAG_REPLAY };
-const TS_FIELDS = /"(ts_event|ts_recv)":(\d+)/g;
+/** Integer fields past 2^53 (ns timestamps), read as strings, then as bigints. */
+const TS_FIELDS = /"(ts_event|ts_recv|since)":(\d+)/g;
+const SUMMARY_PREFIX = '{"type":"summary"';
 
 /** Subscriptions, sequence accounting and the id map of one client. */
 export class Session {
@@ -197,9 +199,13 @@ export class Session {
   /** The server rejected a resubscribe: send it again later. */
   private retry = false;
 
-  constructor(sink: SessionSink, format: Format = 'binary') {
+  /** Whether subscribes ask for the symbols' session summaries (`"summary": true`). */
+  private readonly wantSummary: boolean;
+
+  constructor(sink: SessionSink, format: Format = 'binary', summary = true) {
     this.sink = sink;
     this.format = format;
+    this.wantSummary = summary;
   }
 
   /** Records a subscribe and returns the message to send. */
@@ -348,6 +354,7 @@ export class Session {
     const msg: Record<string, unknown> = { op: 'subscribe', symbols, format: this.format };
     if (rate > 0) msg['max_rate'] = rate;
     if (resume !== undefined) msg['resume'] = resume;
+    if (this.wantSummary) msg['summary'] = true;
     msg['id'] = id;
     return JSON.stringify(msg);
   }
@@ -387,7 +394,8 @@ export class Session {
     let v: unknown;
     try {
       // Timestamps exceed 2^53: read them as strings, then as bigints.
-      v = JSON.parse(text.charCodeAt(0) === 91 /* [ */ ? text.replace(TS_FIELDS, '"$1":"$2"') : text);
+      const big = text.charCodeAt(0) === 91 /* [ */ || text.startsWith(SUMMARY_PREFIX);
+      v = JSON.parse(big ? text.replace(TS_FIELDS, '"$1":"$2"') : text);
     } catch (e) {
       this.sink.error(new DecodeError('json', `a text message that is not JSON: ${(e as Error).message}`));
       return;

@@ -134,6 +134,35 @@ test('reconnects across a server restart on the same port', { timeout: 60_000 },
   await s.stop();
 });
 
+test('session summaries: one plus the trades after it equals the next, in both formats', { timeout: 60_000 }, async () => {
+  const feed = '[[feeds]]\nkind = "synthetic"\nsymbols = 4\nrate = 2000\nlimit = 4000\n';
+  const s = await server(await freePort(), [], feed);
+  const early = [client(s.url, { symbols: SYMBOLS, format: 'json' }), client(s.url, { symbols: SYMBOLS })];
+  const first = new Map();
+  early[0].on('summary', (x) => first.has(x.symbol) || first.set(x.symbol, x));
+  const stats = async () => (await (await fetch(`${s.http}/stats`)).json()).sequencer.ticks;
+  const end = Date.now() + WAIT_MS;
+  while ((await stats()) < 4000) {
+    assert.ok(Date.now() < end, 'the feed finished');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const late = client(s.url, { symbols: SYMBOLS });
+  const final = new Map();
+  late.on('summary', (x) => final.set(x.symbol, x));
+  // The late client's snapshot holds every symbol's last seq.
+  await until('the late snapshot', () => SYMBOLS.every((sym) => late.lastSeqs().has(sym) && final.has(sym)));
+  const last = late.lastSeqs();
+  for (const c of early) await until('every tick', () => SYMBOLS.every((sym) => c.lastSeqs().get(sym) === last.get(sym)));
+  assert.ok([...first.values()].some((x) => x.trades > 0 && x.trades < final.get(x.symbol).trades), 'trades after the first summary');
+  for (const sym of SYMBOLS) {
+    const want = final.get(sym);
+    assert.ok(want.trades > 0 && Number(want.low) <= Number(want.open) && Number(want.open) <= Number(want.high), sym);
+    assert.equal(typeof want.since, 'bigint');
+    for (const c of early) assert.deepEqual(c.summary(sym), want, `${sym} (${c.format})`);
+  }
+  await s.stop();
+});
+
 const SECRET = 'js-client-test-secret';
 const AUTH = `[auth]\njwt_secret = "${SECRET}"\n`;
 

@@ -201,7 +201,8 @@ test('session: resume points on reconnect, retried after a rejection, a new id m
   const s = new Session(sink, 'binary');
   s.subscribe(['A', 'B']);
   const first = s.connected().map((m) => JSON.parse(m));
-  assert.deepEqual(first, [{ op: 'subscribe', symbols: ['A', 'B'], format: 'binary', id: first[0].id }]);
+  assert.deepEqual(first, [{ op: 'subscribe', symbols: ['A', 'B'], format: 'binary', summary: true, id: first[0].id }]);
+  assert.equal(JSON.parse(new Session(sink, 'json', false).subscribe(['A'])).summary, undefined);
   s.onText('{"type":"symbols","symbols":[{"id":0,"name":"A"},{"id":1,"name":"B"}]}');
   s.onBinary(encode([trade(0, 7, 1), trade(1, 3, 1), trade(0, 8)]));
   assert.deepEqual(seen.ticks.map((t) => [t.symbol, t.seq, t.snapshot]), [['A', 7, true], ['B', 3, true], ['A', 8, false]]);
@@ -284,7 +285,7 @@ test('session: a summary is kept current by the trades after it', () => {
   s.connected();
   s.onText('{"type":"symbols","symbols":[{"id":0,"name":"A"}]}');
   s.onText(
-    '{"type":"summary","symbols":[{"symbol":"A","seq":7,"trades":3,"open":"1","high":"3","low":"0.5","volume":"6","since":"1795312649479377653"}]}',
+    '{"type":"summary","symbols":[{"symbol":"A","seq":7,"trades":3,"open":"1","high":"3","low":"0.5","volume":"6","since":1795312649479377653}]}',
   );
   // The snapshot trade (seq 7) is already counted; later trades add to the totals.
   s.onBinary(encode([trade(0, 7, 1, 200000000n, 100000000n)]));

@@ -73,7 +73,7 @@ export class Client {
         const random = options.random ?? Math.random;
         this.backoff = new Backoff(options.backoffInitialMs ?? 100, options.backoffMaxMs ?? 5000, random);
         this.resubscribeBackoff = new Backoff(options.backoffInitialMs ?? 100, options.backoffMaxMs ?? 5000, random);
-        this.session = new Session(this.sink(), options.format ?? 'binary');
+        this.session = new Session(this.sink(), options.format ?? 'binary', options.summary ?? true);
         if (options.resume) {
             const entries = options.resume instanceof Map ? options.resume : Object.entries(options.resume);
             for (const [name, seq] of entries)

@@ -28,7 +28,9 @@ export class ServerError extends Error {
     }
 }
 const FLAG_BITS = { snapshot: FLAG_SNAPSHOT, conflated: FLAG_CONFLATED, replay: FLAG_REPLAY };
-const TS_FIELDS = /"(ts_event|ts_recv)":(\d+)/g;
+/** Integer fields past 2^53 (ns timestamps), read as strings, then as bigints. */
+const TS_FIELDS = /"(ts_event|ts_recv|since)":(\d+)/g;
+const SUMMARY_PREFIX = '{"type":"summary"';
 /** Subscriptions, sequence accounting and the id map of one client. */
 export class Session {
     sink;
@@ -53,9 +55,12 @@ export class Session {
     pending = new Map();
     /** The server rejected a resubscribe: send it again later. */
     retry = false;
-    constructor(sink, format = 'binary') {
+    /** Whether subscribes ask for the symbols' session summaries (`"summary": true`). */
+    wantSummary;
+    constructor(sink, format = 'binary', summary = true) {
         this.sink = sink;
         this.format = format;
+        this.wantSummary = summary;
     }
     /** Records a subscribe and returns the message to send. */
     subscribe(symbols, opts = {}) {
@@ -199,6 +204,8 @@ export class Session {
             msg['max_rate'] = rate;
         if (resume !== undefined)
             msg['resume'] = resume;
+        if (this.wantSummary)
+            msg['summary'] = true;
         msg['id'] = id;
         return JSON.stringify(msg);
     }
@@ -237,7 +244,8 @@ export class Session {
         let v;
         try {
             // Timestamps exceed 2^53: read them as strings, then as bigints.
-            v = JSON.parse(text.charCodeAt(0) === 91 /* [ */ ? text.replace(TS_FIELDS, '"$1":"$2"') : text);
+            const big = text.charCodeAt(0) === 91 /* [ */ || text.startsWith(SUMMARY_PREFIX);
+            v = JSON.parse(big ? text.replace(TS_FIELDS, '"$1":"$2"') : text);
         }
         catch (e) {
             this.sink.error(new DecodeError('json', `a text message that is not JSON: ${e.message}`));
