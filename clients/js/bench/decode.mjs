@@ -7,7 +7,8 @@
 // - `Session.onBinary`: what the client does per message (ticks, gap accounting);
 // - `Session.onText`: the same records as the server's JSON, for comparison.
 //
-// Messages of 910 records (the largest the server sends) and of 10. Each case runs for
+// Messages of 910 records (the largest the server sends), 20 (the median of a live
+// stream, docs/benchmarks.md) and 1. Each case runs for
 // about one second after a warm-up, over a fixed set of messages; the best of three
 // runs is reported.
 
@@ -87,7 +88,7 @@ const noop = {
 };
 
 console.log(`node ${process.version}, ${new Date().toISOString()}`);
-for (const per of [910, 10]) {
+for (const per of [910, 20, 1]) {
   const msgs = messages(per, 91_000);
   console.log(`-- ${per} records per message (${msgs.length} messages)`);
   time('decode (views)', msgs, per, (m) => {
