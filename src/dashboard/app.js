@@ -128,7 +128,9 @@ function formatChange(last, open, dp) {
   return {
     change: flatCh ? (0).toFixed(dp) : (ch > 0 ? '+' : '') + chText,
     changePct: flatPct ? '0.00%' : (pct > 0 ? '+' : '') + pctText + '%',
+    /** Colour of each cell: none for a value shown as zero. */
     sign: flatCh ? '' : ch > 0 ? 'up' : 'down',
+    pctSign: flatPct ? '' : pct > 0 ? 'up' : 'down',
     pct,
   };
 }
@@ -331,12 +333,16 @@ function renderRow(r) {
     setText(r, 'change', c.change);
     setText(r, 'change_pct', c.changePct);
     setData(r, 'sign-change', r.cells.change, 'sign', c.sign);
-    setData(r, 'sign-pct', r.cells.change_pct, 'sign', c.sign);
+    setData(r, 'sign-pct', r.cells.change_pct, 'sign', c.pctSign);
+  } else {
+    // No trade in this session yet (a restarted server): nothing to compare with.
+    setText(r, 'change', '');
+    setText(r, 'change_pct', '');
+    setData(r, 'sign-change', r.cells.change, 'sign', '');
+    setData(r, 'sign-pct', r.cells.change_pct, 'sign', '');
   }
-  if (r.high !== null) {
-    setText(r, 'high', r.high.toFixed(dp));
-    setText(r, 'low', r.low.toFixed(dp));
-  }
+  setText(r, 'high', r.high === null ? '' : r.high.toFixed(dp));
+  setText(r, 'low', r.low === null ? '' : r.low.toFixed(dp));
   setText(r, 'volume', volumeFormat.format(r.volume));
   if (r.bid !== null) {
     setText(r, 'bid', r.bid.toFixed(dp));

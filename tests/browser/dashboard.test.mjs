@@ -444,15 +444,15 @@ step('change is never shown as -0.00 or -0.00%', async () => {
     ].map(([last, open, dp]) => window.tickcast.formatChange(last, open, dp)),
   );
   assert.deepEqual(
-    cases.map((c) => [c.change, c.changePct, c.sign]),
+    cases.map((c) => [c.change, c.changePct, c.sign, c.pctSign]),
     [
-      ['0.00', '0.00%', ''],
-      ['0.00', '0.00%', ''],
-      ['0.00', '0.00%', ''],
-      ['-0.01', '0.00%', 'down'],
-      ['-0.00000010', '0.00%', 'down'],
-      ['+1.00', '+1.00%', 'up'],
-      ['-1.00', '-1.00%', 'down'],
+      ['0.00', '0.00%', '', ''],
+      ['0.00', '0.00%', '', ''],
+      ['0.00', '0.00%', '', ''],
+      ['-0.01', '0.00%', 'down', ''],
+      ['-0.00000010', '0.00%', 'down', ''],
+      ['+1.00', '+1.00%', 'up', 'up'],
+      ['-1.00', '-1.00%', 'down', 'down'],
     ],
   );
   const cells = await page.$$eval('#rows [data-field="change"], #rows [data-field="change_pct"]', (tds) =>
@@ -463,6 +463,7 @@ step('change is never shown as -0.00 or -0.00%', async () => {
 
 step('reconnects after the server restarts on the same port, and cells change again', async () => {
   const before = await stats();
+  const oldSince = await page.evaluate(() => String(window.tickcast.summary('SYM0').since));
   await stopServer(server);
   await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'connected', null, {
     timeout: WAIT_MS,
@@ -482,6 +483,16 @@ step('reconnects after the server restarts on the same port, and cells change ag
   const after = await stats();
   assert.equal(await page.getAttribute('#watchlist', 'data-stale'), 'false');
   assert.ok(after.shutdownNotices > before.shutdownNotices, 'the server said it was shutting down');
+  // The session figures are the new server's: its session started after the old one's.
+  await page.waitForFunction(
+    (since) => {
+      const s = window.tickcast.summary('SYM0');
+      const r = window.tickcast.row('SYM0');
+      return s && s.trades > 0 && s.since > BigInt(since) && r.open === Number(s.open) && r.volume === Number(s.volume);
+    },
+    oldSince,
+    { timeout: WAIT_MS },
+  );
   console.log(
     `reconnect: shutdown notices ${after.shutdownNotices - before.shutdownNotices}, gaps ${after.gaps}, ` +
       `cells changed ${changedMs} ms after the reconnect` +
