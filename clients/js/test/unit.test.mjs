@@ -238,6 +238,11 @@ test('session: resume points on reconnect, retried after a rejection, a new id m
   );
   s.unsubscribe(['*']);
   assert.deepEqual(s.connected(), []);
+  // Resume points given up front (connect's `resume` option) go with the first subscribe.
+  const seeded = new Session(sink, 'binary');
+  seeded.seedResume('A', 41);
+  seeded.subscribe(['A', 'B']);
+  assert.deepEqual(JSON.parse(seeded.connected()[0]).resume, { A: 41 });
 });
 
 test('session: JSON ticks decode with exact timestamps, bad text is an error', () => {
