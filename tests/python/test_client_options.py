@@ -1,6 +1,6 @@
 """The Python client's `token` and `ca_file` options against a real server with
-`[auth]` and `[tls]` (a test CA from `trustme`), and exact prices in DataFrames
-(`prices="fixed"` and `"decimal"`) next to the floats."""
+`[auth]` and `[tls]` (a test CA from `trustme`), and exact prices in the DataFrames of
+what it receives (`tickcast.prices`: `"decimal"`, `"fixed"`, next to `"float"`)."""
 
 import asyncio
 import os
@@ -109,10 +109,9 @@ def test_dataframe_prices_exact_as_fixed_point_or_decimal():
     ]
     arr = tickcast.decode(tickcast.encode(records))[1]
     names = {0: "A", 1: "B"}
-    floats = tickcast.to_dataframe(arr, names)
+    floats = tickcast.to_dataframe(arr, names, prices="float")
     fixed = tickcast.to_dataframe(arr, names, prices="fixed")
-    decimal = tickcast.to_dataframe(arr, names, prices="decimal")
-    assert fixed.attrs["scale"] == tickcast.SCALE == 10**8
+    decimal = tickcast.to_dataframe(arr, names)  # the default
     # Floats round the big price; the other two are exact.
     assert floats["price"][0] == big / 10**8 and int(floats["price"][0] * 10**8) != big
     assert fixed["price"][0] == big and str(fixed["price"].dtype) == "Int64"
@@ -120,19 +119,10 @@ def test_dataframe_prices_exact_as_fixed_point_or_decimal():
     assert decimal["price"][0] == Decimal("92233720368.54775807")
     assert decimal["low"][0] == Decimal("-0.00000001") and decimal["size"][0] == Decimal("1.5")
     assert decimal["bid_px"][1] == Decimal("816.36") and decimal["ask_sz"][1] == Decimal("25")
-    # Blank on the rows of the other kind, in each form.
+    # Missing on the rows of the other kind, in each form.
     assert floats["bid_px"].isna()[0] and fixed["bid_px"].isna()[0] and decimal["bid_px"][0] is None
     assert fixed["price"].isna()[1] and decimal["price"][1] is None
-    with pytest.raises(ValueError, match="prices='exact'"):
-        tickcast.to_dataframe(arr, names, prices="exact")
     # The same on a client's Ticks.
     ticks = tickcast.Ticks(tickcast.decode_header(tickcast.encode(records)), arr, names, b"")
-    assert ticks.to_dataframe(prices="decimal")["price"][0] == Decimal("92233720368.54775807")
-
-
-def test_fixed_to_str_matches_the_server_json_form():
-    from tickcast.prices import fixed_to_str
-
-    table = [(0, "0"), (100_000_000, "1"), (150_000_000, "1.5"), (-150_000_000, "-1.5"), (1, "0.00000001"),
-             (-1, "-0.00000001"), (81_636_000_000, "816.36"), (1_000_000_000_000, "10000")]
-    assert [fixed_to_str(v) for v, _ in table] == [s for _, s in table]
+    assert ticks.to_dataframe()["price"][0] == Decimal("92233720368.54775807")
+    assert ticks.to_dataframe(prices="fixed")["price"][0] == big

@@ -73,10 +73,9 @@ class Ticks:
         """Boolean mask of the records carrying ``flag`` (``tickcast.FLAG_*``)."""
         return (self.records["flags"] & flag) != 0
 
-    def to_dataframe(self, prices: str = "float") -> Any:
-        """The records as a pandas DataFrame (see :func:`tickcast.to_dataframe`):
-        ``prices`` is ``"float"``, ``"fixed"`` (exact integers) or ``"decimal"``."""
-        return to_dataframe(self.records, self.names, prices=prices)
+    def to_dataframe(self, prices: str = "decimal") -> Any:
+        """The records as a pandas DataFrame (see :func:`tickcast.to_dataframe`)."""
+        return to_dataframe(self.records, self.names, prices)
 
 
 @dataclass(frozen=True)

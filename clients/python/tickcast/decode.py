@@ -166,7 +166,7 @@ def concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
 def to_dataframe(
     records: Union[np.ndarray, Sequence[np.ndarray]],
     names: Optional[Mapping[int, str]] = None,
-    prices: str = "float",
+    prices: str = "decimal",
 ) -> Any:
     """A pandas DataFrame of records (one array, or several concatenated).
 
@@ -174,18 +174,22 @@ def to_dataframe(
     (``"trade"``/``"quote"``), ``flags`` and the booleans ``snapshot``, ``conflated``,
     ``replay``, ``count``, ``ts_event``, ``ts_recv`` (raw ns) and ``time`` (``ts_event``
     as UTC datetimes), the raw fixed-point integers ``value0..value3``, and the values
-    named: ``price``, ``size``, ``high``, ``low`` for trades and ``bid_px``, ``bid_sz``,
-    ``ask_px``, ``ask_sz`` for quotes (blank on rows of the other kind), as floats
-    (``prices="float"``, the default), exact fixed-point integers in nullable ``Int64``
-    (``"fixed"``; the scale is ``df.attrs["scale"]``, 10**8) or exact
-    :class:`decimal.Decimal` (``"decimal"``): see :mod:`tickcast.prices`.
+    by name: ``price``, ``size``, ``high``, ``low`` for trades and ``bid_px``,
+    ``bid_sz``, ``ask_px``, ``ask_sz`` for quotes, missing on rows of the other kind.
+
+    ``prices`` is their form (:mod:`tickcast.prices`): ``"decimal"`` (the default,
+    exact) gives :class:`decimal.Decimal` values with 8 places and ``None`` where
+    missing, as ``pandas.read_parquet`` gives for a ``tickcast capture export`` to
+    Parquet; ``"fixed"`` (exact, fastest) the fixed-point integers (10⁻⁸ units) as
+    nullable ``Int64`` columns with ``pd.NA``; ``"float"`` floats with NaN (inexact,
+    for plots and statistics). Decimals cost a Python object per value: take
+    ``"fixed"`` for frames of millions of rows.
     """
     import pandas as pd  # optional dependency: pip install 'tickcast[pandas]'
 
-    from .prices import check_mode, value_columns
+    from . import prices as _prices
 
-    check_mode(prices)
-
+    _prices.check(prices)
     if not isinstance(records, np.ndarray):
         records = concat(list(records))
     names = names or {}
@@ -212,7 +216,7 @@ def to_dataframe(
     }
     for i in range(4):
         cols[f"value{i}"] = records[f"value{i}"]
-    cols.update(value_columns(records, prices))
-    df = pd.DataFrame(cols)
-    df.attrs["scale"] = SCALE
-    return df
+    for mask, fields in ((trade, TRADE_FIELDS), (quote, QUOTE_FIELDS)):
+        for i, name in enumerate(fields):
+            cols[name] = _prices.convert(records[f"value{i}"], prices, mask)
+    return pd.DataFrame(cols)

@@ -1,70 +1,86 @@
-"""Prices and sizes of records as DataFrame columns: floats, exact fixed-point
-integers, or :class:`decimal.Decimal`.
+"""Prices and sizes in the form you ask for, from the wire's fixed point.
 
-On the wire a value is a fixed-point integer, the value times :data:`SCALE` (10**8):
-``81636000000`` is ``816.36``. A float64 holds about 15-16 significant digits, so a
-float column rounds large or very precise values; the other two forms are exact.
+On the wire (and in captures) every price and size is an ``int64`` count of 10⁻⁸
+(:data:`SCALE`): ``6423157000000`` is ``64231.57``. Three forms:
 
-``prices`` is one of:
-
-- ``"float"``: ``float64`` (NaN on rows of the other kind), for analysis;
-- ``"fixed"``: the integers themselves in pandas' nullable ``Int64`` (``<NA>`` on rows of
-  the other kind); divide by :data:`SCALE` for the value, or keep integer arithmetic;
-- ``"decimal"``: :class:`decimal.Decimal` objects (``None`` on rows of the other kind),
-  exact and readable, slower.
+- ``"decimal"`` (exact, the default of :func:`tickcast.to_dataframe`):
+  :class:`decimal.Decimal` with exactly 8 decimal places, ``Decimal('64231.57000000')``
+  — the same values pandas gives for the ``decimal128(19, 8)`` columns of a
+  ``tickcast capture export --format parquet``.
+- ``"fixed"`` (exact, fastest): the integer itself; divide by :data:`SCALE` (or keep
+  it, with the scale) yourself.
+- ``"float"`` (inexact): ``value / SCALE`` as a float, for plots and statistics;
+  ``0.1`` is then ``0.1000000000000000055…``.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Dict
+from typing import Any, Optional
 
 import numpy as np
 
-from .decode import KIND_QUOTE, KIND_TRADE, QUOTE_FIELDS, SCALE, TRADE_FIELDS
+SCALE = 100_000_000
+"""Fixed-point scale of prices and sizes: the integer is the value times 10**8."""
+DECIMALS = 8
+"""Decimal places of a fixed-point value."""
+FORMS = ("decimal", "fixed", "float")
+"""The forms :func:`convert` and its callers accept."""
 
-PRICE_MODES = ("float", "fixed", "decimal")
-"""The accepted values of ``prices``."""
+_DecimalT = Decimal
 
 
-def check_mode(prices: str) -> str:
-    """``prices``, or a :class:`ValueError` naming the accepted values."""
-    if prices not in PRICE_MODES:
-        raise ValueError(f"prices={prices!r}: expected one of {', '.join(map(repr, PRICE_MODES))}")
+def check(prices: str) -> str:
+    """``prices`` if it names a form, else a :class:`ValueError` that lists them."""
+    if prices not in FORMS:
+        raise ValueError(f"prices={prices!r}: expected one of {', '.join(map(repr, FORMS))}")
     return prices
 
 
-def fixed_to_str(raw: int) -> str:
-    """The shortest exact decimal form of a fixed-point integer, as the server writes it
-    in JSON (``150000000`` → ``"1.5"``, ``-1`` → ``"-0.00000001"``)."""
-    raw = int(raw)
-    whole, frac = divmod(abs(raw), SCALE)
-    sign = "-" if raw < 0 else ""
-    return f"{sign}{whole}.{frac:08d}".rstrip("0").rstrip(".") if frac else f"{sign}{whole}"
+def to_decimal(value: int) -> Decimal:
+    """One fixed-point integer as an exact :class:`~decimal.Decimal` with 8 places."""
+    return _DecimalT(int(value)).scaleb(-DECIMALS)
 
 
-def fixed_to_decimal(raw: int) -> Decimal:
-    """One fixed-point integer as an exact :class:`decimal.Decimal` (``150000000`` → ``Decimal("1.5")``)."""
-    return Decimal(fixed_to_str(raw))
+def value(raw: int, prices: str) -> Any:
+    """One fixed-point integer in the form ``prices``."""
+    if prices == "decimal":
+        return to_decimal(raw)
+    if prices == "fixed":
+        return int(raw)
+    if prices == "float":
+        return raw / SCALE
+    check(prices)
 
 
-def value_columns(records: np.ndarray, prices: str = "float") -> Dict[str, Any]:
-    """The named value columns of ``records`` (``price``, ``size``, ``high``, ``low`` for
-    trades; ``bid_px``, ``bid_sz``, ``ask_px``, ``ask_sz`` for quotes), each blank on
-    rows of the other kind, in the form ``prices`` asks for (see the module)."""
-    import pandas as pd  # optional dependency: pip install 'tickcast[pandas]'
+def convert(raw: np.ndarray, prices: str, mask: Optional[np.ndarray] = None) -> Any:
+    """An array of fixed-point integers in the form ``prices``; where ``mask`` is
+    False the value is missing (``None``, ``pd.NA`` for ``"fixed"`` through pandas, or
+    NaN for ``"float"``).
 
-    check_mode(prices)
-    kind = records["kind"]
-    cols: Dict[str, Any] = {}
-    for k, fields in ((KIND_TRADE, TRADE_FIELDS), (KIND_QUOTE, QUOTE_FIELDS)):
-        mask = kind == k
-        for i, name in enumerate(fields):
-            raw = records[f"value{i}"]
-            if prices == "float":
-                cols[name] = np.where(mask, raw / SCALE, np.nan)
-            elif prices == "fixed":
-                cols[name] = pd.arrays.IntegerArray(raw.astype(np.int64), ~mask)
-            else:
-                cols[name] = np.array([fixed_to_decimal(v) if m else None for v, m in zip(raw.tolist(), mask)], dtype=object)
-    return cols
+    ``"decimal"`` gives an object array of :class:`~decimal.Decimal`, ``"fixed"`` the
+    ``int64`` values (a pandas nullable ``Int64`` array when ``mask`` is given),
+    ``"float"`` a ``float64`` array.
+    """
+    check(prices)
+    raw = np.asarray(raw, dtype=np.int64)
+    if prices == "float":
+        out = raw / SCALE
+        return out if mask is None else np.where(mask, out, np.nan)
+    if prices == "fixed":
+        return raw if mask is None else _masked_int(raw, mask)
+    out = np.empty(len(raw), dtype=object)
+    scaleb = _DecimalT.scaleb
+    if mask is None:
+        out[:] = [scaleb(_DecimalT(v), -DECIMALS) for v in raw.tolist()]
+    else:
+        idx = np.flatnonzero(mask)
+        out[idx] = [scaleb(_DecimalT(v), -DECIMALS) for v in raw[idx].tolist()]
+    return out
+
+
+def _masked_int(raw: np.ndarray, mask: np.ndarray) -> Any:
+    """A pandas nullable ``Int64`` array: ``raw`` where ``mask``, ``pd.NA`` elsewhere."""
+    import pandas as pd
+
+    return pd.arrays.IntegerArray(raw.copy(), ~np.asarray(mask, dtype=bool))
