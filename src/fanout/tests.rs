@@ -955,3 +955,13 @@ fn input_over_its_byte_budget_is_throttled() {
             > 0
     );
 }
+
+/// The per-connection state is small (it is most of what an idle connection costs).
+#[test]
+fn per_connection_state_stays_small() {
+    let conn = std::mem::size_of::<super::core::Conn>();
+    let sub = std::mem::size_of::<super::subscriptions::Sub>();
+    eprintln!("Conn {conn} bytes, Sub {sub} bytes");
+    assert!(conn <= 640, "Conn is {conn} bytes");
+    assert!(sub <= 64, "Sub is {sub} bytes");
+}
