@@ -226,7 +226,7 @@ impl Sequencer {
     pub fn restore(&mut self, tick: &Tick) {
         let cached = self.lvc.cache().get(tick.symbol_id, tick.body.kind());
         if cached.is_none_or(|c| c.seq < tick.seq) {
-            self.lvc.update(tick);
+            self.lvc.restore(tick);
         }
         let idx = tick.symbol_id as usize;
         if idx >= self.seqs.len() {
