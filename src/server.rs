@@ -251,12 +251,18 @@ impl ServerHandle {
 }
 
 /// One `SO_REUSEPORT` listener per core on the same address, so the kernel spreads
-/// connections over cores.
+/// connections over cores, sharing the port with each other only.
+///
+/// The first socket is bound *without* `SO_REUSEPORT`: Linux lets a socket bind a port
+/// that others hold only when every one of them set the option, so this bind fails
+/// with "address in use" if anything already listens there (another tickcast
+/// included). The option is set on it after the bind and before `listen`, so the
+/// other cores' sockets, bound next, join its group.
 fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::with_capacity(n);
     let mut actual = addr;
-    for _ in 0..n {
+    for i in 0..n {
         let err = |source| ServerError::Bind {
             addr: actual,
             source,
@@ -268,9 +274,14 @@ fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Server
         )
         .map_err(err)?;
         s.set_reuse_address(true).map_err(err)?;
-        s.set_reuse_port(true).map_err(err)?;
+        if i > 0 {
+            s.set_reuse_port(true).map_err(err)?;
+        }
         s.set_nonblocking(true).map_err(err)?;
         s.bind(&actual.into()).map_err(err)?;
+        if i == 0 {
+            s.set_reuse_port(true).map_err(err)?;
+        }
         s.listen(1024).map_err(err)?;
         let l: std::net::TcpListener = s.into();
         if out.is_empty() {
