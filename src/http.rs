@@ -1,4 +1,5 @@
-//! The one HTTP port: `/ws` (WebSocket upgrade), `/healthz`, `/symbols`, `/stats`.
+//! The one HTTP port: `/ws` (WebSocket upgrade), `/healthz` (liveness), `/readyz`
+//! (readiness), `/symbols`, `/stats`, `/metrics`.
 //!
 //! Each writer core serves HTTP/1.1 with hyper on the connections its own listener
 //! accepted; an upgraded WebSocket stays on that core ([`Handle::run_connection`]).
@@ -59,8 +60,11 @@ fn route(
         (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer),
         (&Method::GET, "/publish") => crate::publish::upgrade(&mut req, shared, peer),
         (&Method::GET, "/healthz") => {
-            // An edge without a snapshot yet answers 503, so load balancers wait.
             let (status, body) = shared.stats.bus.healthz(shared.symbols.len());
+            json_response(status, &body)
+        }
+        (&Method::GET, "/readyz") => {
+            let (status, body) = shared.stats.readyz(&shared.config.readiness);
             json_response(status, &body)
         }
         (&Method::GET, "/symbols") => {
@@ -83,7 +87,7 @@ fn route(
             r
         }
         (&Method::GET, p) if crate::dashboard::serves(p) => crate::dashboard::response(p),
-        (_, "/ws" | "/healthz" | "/symbols" | "/stats" | "/metrics") => text_response(
+        (_, "/ws" | "/healthz" | "/readyz" | "/symbols" | "/stats" | "/metrics") => text_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET\n",
         ),

@@ -15,8 +15,9 @@
 //!   each [`transport`] (TCP, or TLS with rustls) in one call per batch.
 //! - [`conflate`]: what a slow or rate-limited subscription merges, sans-IO.
 //! - [`wire`]: the binary and JSON encodings; [`protocol`]: client control messages.
-//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`,
-//!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
+//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/readyz`, `/symbols`,
+//!   `/stats`, `/metrics`), [`readiness`] (what `/readyz` decides), [`metrics`]
+//!   (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
 //!   resume); [`capture`] files record its sessions for the replay feed. It and the
@@ -46,6 +47,7 @@ pub mod outbox;
 pub mod park;
 pub mod protocol;
 pub mod publish;
+pub mod readiness;
 pub mod ring;
 pub mod seqlock;
 pub mod sequencer;

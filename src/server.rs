@@ -36,6 +36,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A feed cannot start (a missing capture, a bad URL).
+    #[error(transparent)]
+    Feed(#[from] crate::feed::FeedError),
     /// The TLS certificate or key could not be used.
     #[error(transparent)]
     Tls(#[from] crate::transport::TlsError),
@@ -64,6 +67,11 @@ impl Server {
     /// Binds the listeners and starts every thread.
     pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         config.validate()?;
+        if config.role != Role::Edge {
+            for spec in &config.feeds {
+                feed::check(spec)?;
+            }
+        }
         let tls = match &config.tls {
             Some(t) => Some(crate::transport::server_config(&t.cert_path, &t.key_path)?),
             None => None,
@@ -85,7 +93,7 @@ impl Server {
         let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
         let (publisher, ring) = Ring::new(config.ring_capacity);
         let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
-        let publish_status = Arc::new(FeedStatus::new("publish"));
+        let publish_status = Arc::new(FeedStatus::passive("publish"));
         if config.publish_token.is_some() {
             stats
                 .feeds

@@ -185,6 +185,12 @@ impl Stats {
             .fold(0u64, |acc, c| acc.wrapping_add(f(c).load(Relaxed)))
     }
 
+    /// The `/readyz` answer now (see [`crate::readiness`]).
+    pub fn readyz(&self, cfg: &crate::readiness::ReadinessConfig) -> (hyper::StatusCode, Value) {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        crate::readiness::readyz(crate::feed::now_ns(), cfg, &feeds, &self.bus)
+    }
+
     /// The `/stats` document.
     pub fn to_json(&self) -> Value {
         let core = |c: &CoreStats| -> Value {
@@ -206,7 +212,10 @@ impl Stats {
             .map(|f| {
                 json!({
                     "name": f.name,
-                    "connected": f.connected.load(Relaxed) == 1,
+                    "connected": f.connected.load(Relaxed) >= 1,
+                    "finished": f.finished.load(Relaxed) == 1,
+                    "down_since_ns": f.down_since_ns.load(Relaxed),
+                    "last_event_ns": f.last_event_ns.load(Relaxed),
                     "messages": f.messages.load(Relaxed),
                     "ticks": f.ticks.load(Relaxed),
                     "parse_errors": f.parse_errors.load(Relaxed),
