@@ -79,7 +79,10 @@ fn route(
         }
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &shared.stats.to_json()),
         (&Method::GET, "/metrics") => {
-            let mut r = text_response(StatusCode::OK, &crate::metrics::render(&shared.stats));
+            let mut r = text_response(
+                StatusCode::OK,
+                &crate::metrics::render(&shared.stats, &shared.config.readiness),
+            );
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

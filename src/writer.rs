@@ -156,8 +156,9 @@ struct Core {
     /// Highest sequence this core has read from the ring, per symbol id: what a
     /// resume must replay up to.
     seen_seq: Vec<u64>,
-    /// `ts_recv` of the ticks queued to at least one connection in this batch.
-    batch_ts: Vec<u64>,
+    /// `(ts_recv, ts_event)` of the ticks queued to at least one connection in this
+    /// batch.
+    batch_ts: Vec<(u64, u64)>,
     /// Ingest-to-write latency since the last publication to `Stats::latency`.
     latency: hdrhistogram::Histogram<u64>,
     last_publish_ns: u64,
@@ -204,8 +205,10 @@ impl Core {
             self.stats().ring_lag.store(self.reader.lag(), Relaxed);
             self.flush_dirty();
             let written = now_ns();
-            for ts in self.batch_ts.drain(..) {
+            let latency = &self.shared.stats.cores[self.id].latency;
+            for (ts, event) in self.batch_ts.drain(..) {
                 self.latency.saturating_record(written.saturating_sub(ts));
+                latency.record(written, ts, event);
             }
         }
         n
@@ -328,7 +331,7 @@ impl Core {
             }
         }
         if queued {
-            self.batch_ts.push(t.ts_recv);
+            self.batch_ts.push((t.ts_recv, t.ts_event));
         }
     }
 

@@ -485,3 +485,90 @@ fn logs_are_plain_text_off_a_terminal_or_json_on_request() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The Grafana dashboard and the metrics it queries.
+
+/// Metric names (`tickcast_…`, `process_…`) in PromQL text.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+        if word(bytes[i]) && (i == 0 || !word(bytes[i - 1])) {
+            let end = (i..bytes.len())
+                .find(|&j| !word(bytes[j]))
+                .unwrap_or(bytes.len());
+            let w = &expr[i..end];
+            if w.starts_with("tickcast_") || w.starts_with("process_") {
+                out.push(w.to_string());
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let server = start_server(config(5, 1_000));
+    let mut ws = connect(server.local_addr()).await;
+    send_json(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","symbols":["*"]}),
+    )
+    .await;
+    let _ = until_type(&mut ws, "subscribed").await;
+    let mut exported = http_get(server.local_addr(), "/metrics").await.1;
+    // The bus metrics of scale-out nodes (a standalone node has none).
+    for role in [tickcast::bus::Role::Ingest, tickcast::bus::Role::Edge] {
+        tickcast::bus::BusStatus::new(role).render_metrics(&mut exported);
+    }
+    let names: std::collections::HashSet<&str> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana-dashboard.json")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    let mut queried = 0;
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            let used = metric_names(expr);
+            assert!(!used.is_empty(), "{expr}");
+            for name in used {
+                assert!(
+                    names.contains(name.as_str()),
+                    "{name} (in {expr:?}) is not exported"
+                );
+                queried += 1;
+            }
+        }
+    }
+    for must in [
+        "tickcast_ingest_to_write_latency_seconds_bucket",
+        "tickcast_event_to_write_latency_seconds_bucket",
+        "tickcast_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "tickcast_feed_connected",
+        "tickcast_feed_lag_seconds",
+    ] {
+        assert!(
+            include_str!("../docs/grafana-dashboard.json").contains(must),
+            "the dashboard shows {must}"
+        );
+    }
+    assert!(queried > 30);
+    server.shutdown();
+}
