@@ -572,3 +572,91 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     assert!(queried > 30);
     server.shutdown();
 }
+
+// ---------------------------------------------------------------------------------
+// The systemd unit.
+
+/// `systemd-analyze` (Debian's `systemd` package; tests/extra-deps installs it).
+fn systemd_analyze() -> std::path::PathBuf {
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("systemd-analyze is installed (scripts/test installs the systemd package)")
+}
+
+/// `systemd-analyze verify` of `unit` (with `ExecStart` pointing at the built
+/// binary, which verify requires to exist): its exit status and everything it said.
+fn verify_unit(unit: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("tickcast-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tickcast.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/tickcast", BIN)).unwrap();
+    let out = Command::new(systemd_analyze())
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = include_str!("../deploy/tickcast.service");
+    let (ok, said) = verify_unit(unit);
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+
+    // The check is real: a misspelt key and a missing binary are reported.
+    let (_, said) = verify_unit(&unit.replace("NoNewPrivileges=", "NoNewPrivilege="));
+    assert!(said.contains("NoNewPrivilege"), "{said}");
+    let (ok, said) = verify_unit(&unit.replace(
+        "ExecStart=/usr/local/bin/tickcast",
+        "ExecStart=/nonexistent/tickcast",
+    ));
+    assert!(
+        !ok || !said.trim().is_empty(),
+        "a missing binary passed verify"
+    );
+
+    for line in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "LimitNOFILE=1048576",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=1 2",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} in the unit");
+    }
+    // The commands it runs exist: the unit starts the server and checks its config.
+    assert!(unit.contains("ExecStart=/usr/local/bin/tickcast serve --config "));
+    assert!(unit.contains("ExecStartPre=/usr/local/bin/tickcast check-config "));
+
+    // systemd's own exposure score of the sandbox (0 best, 10 worst), of the real unit.
+    assert!(verify_unit(unit).0);
+    let dir = std::env::temp_dir().join(format!("tickcast-unit-{}", std::process::id()));
+    let out = Command::new(systemd_analyze())
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(dir.join("tickcast.service"))
+        .output()
+        .expect("systemd-analyze security runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for tickcast.service: ")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {text}"));
+    assert!(score <= 2.0, "exposure {score}: {text}");
+}
