@@ -66,15 +66,24 @@ async fn the_cores_of_one_server_share_its_port() {
     for _ in 0..40 {
         conns.push(connect(server.local_addr()).await);
     }
-    let per_core: Vec<u64> = server
-        .stats()
-        .cores
-        .iter()
-        .map(|c| {
-            c.connections_total
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
-        .collect();
+    // A core counts a connection once its own task runs, just after the handshake.
+    let per_core = || -> Vec<u64> {
+        server
+            .stats()
+            .cores
+            .iter()
+            .map(|c| {
+                c.connections_total
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while per_core().iter().sum::<u64>() < 40 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", per_core());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let per_core = per_core();
     assert_eq!(per_core.iter().sum::<u64>(), 40, "{per_core:?}");
     // The kernel hashes connections over the group: 40 on one core of four would
     // mean the other listeners never joined it (a chance of 4^-39).
