@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::feed::now_ns;
+use crate::clock::now_ns;
 use crate::readiness::ReadinessConfig;
 use crate::stats::{Kind, LatencyHistogram, Stats, CORE_FIELDS, LATENCY_BUCKETS_NS};
 

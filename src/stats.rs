@@ -50,6 +50,9 @@ pub struct CoreStats {
     pub ring_lag: AtomicU64,
     /// Client control messages that earned an error reply.
     pub protocol_errors: AtomicU64,
+    /// Times a connection's input was paused for sending faster than
+    /// `max_input_bytes_per_sec`.
+    pub input_throttled: AtomicU64,
     /// Latency histograms of the ticks this core wrote (cumulative, for Prometheus).
     pub latency: CoreLatency,
 }
@@ -277,7 +280,7 @@ impl Stats {
     /// The `/readyz` answer now (see [`crate::readiness`]).
     pub fn readyz(&self, cfg: &crate::readiness::ReadinessConfig) -> (hyper::StatusCode, Value) {
         let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        crate::readiness::readyz(crate::feed::now_ns(), cfg, &feeds, &self.bus)
+        crate::readiness::readyz(crate::clock::now_ns(), cfg, &feeds, &self.bus)
     }
 
     /// The `/stats` document.
@@ -364,7 +367,7 @@ pub enum Kind {
 }
 
 /// Every core counter: its name in `/stats`, its kind and what it counts.
-pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 16] = [
+pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 17] = [
     (
         "connections",
         Kind::Gauge,
@@ -457,6 +460,12 @@ pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 16] = [
         Kind::Counter,
         "Client messages answered with an error.",
         |c| &c.protocol_errors,
+    ),
+    (
+        "input_throttled",
+        Kind::Counter,
+        "Times a connection's input was paused for exceeding max_input_bytes_per_sec.",
+        |c| &c.input_throttled,
     ),
 ];
 
