@@ -121,5 +121,38 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring, encode, fanout);
+/// What a writer core records per tick written: `CoreLatency::record` (two fixed-bucket
+/// histograms, `/metrics`) next to the HdrHistogram it also keeps (`/stats`).
+fn latency(c: &mut Criterion) {
+    const N: u64 = 1024;
+    let mut g = c.benchmark_group("latency");
+    g.throughput(Throughput::Elements(N));
+    // Latencies spread over the buckets: 1 µs to about 1 s.
+    let samples: Vec<(u64, u64, u64)> = (0..N)
+        .map(|i| {
+            let written = 10_000_000_000 + i * 1_000;
+            let ingest = 1_000u64 << (i % 20);
+            (written, written - ingest, written - 2 * ingest)
+        })
+        .collect();
+    let l = tickcast::stats::CoreLatency::default();
+    g.bench_function("core_latency_record_1024", |b| {
+        b.iter(|| {
+            for &(w, recv, event) in &samples {
+                l.record(std::hint::black_box(w), recv, event);
+            }
+        })
+    });
+    let mut h = tickcast::stats::new_latency_histogram();
+    g.bench_function("hdrhistogram_record_1024", |b| {
+        b.iter(|| {
+            for &(w, recv, _) in &samples {
+                h.saturating_record(std::hint::black_box(w) - recv);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ring, encode, fanout, latency);
 criterion_main!(benches);

@@ -237,7 +237,7 @@ pub struct BusStatus {
     pub last_message_ns: AtomicU64,
 }
 
-/// What `/healthz` says about a node.
+/// What `/healthz` says about a node (and, for `Syncing`, `/readyz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     /// Everything works.
@@ -245,7 +245,7 @@ pub enum Health {
     /// Serving, but the bus is away or a resynchronisation is pending: clients keep
     /// the last values, and get fresh ones flagged snapshot when it is back.
     Degraded,
-    /// An edge that has no snapshot yet: it must not get clients (HTTP 503).
+    /// An edge that has no snapshot yet: it must not get clients (`/readyz` 503).
     Syncing,
 }
 
@@ -270,14 +270,22 @@ impl BusStatus {
         }
     }
 
-    /// The `/healthz` answer: 200 `ok` or `degraded`, 503 `syncing`.
+    /// Why the bus holds the node's readiness back, if it does: an edge without its
+    /// first snapshot. (A degraded node stays ready: see `docs/deploy.md`.)
+    pub fn not_ready(&self) -> Option<String> {
+        (self.health() == Health::Syncing)
+            .then(|| "edge has no snapshot from the ingest yet".to_string())
+    }
+
+    /// The `/healthz` (liveness) answer: always 200 while the process serves, with
+    /// `status` `ok`, `degraded` or `syncing`; readiness is `/readyz`'s.
     pub fn healthz(&self, symbols: usize) -> (StatusCode, Value) {
-        let health = self.health();
-        let (code, status) = match health {
-            Health::Ok => (StatusCode::OK, "ok"),
-            Health::Degraded => (StatusCode::OK, "degraded"),
-            Health::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "syncing"),
+        let status = match self.health() {
+            Health::Ok => "ok",
+            Health::Degraded => "degraded",
+            Health::Syncing => "syncing",
         };
+        let code = StatusCode::OK;
         let mut body = json!({"status": status, "symbols": symbols});
         if self.role != Role::Standalone {
             body["role"] = json!(self.role.name());
@@ -554,9 +562,12 @@ mod tests {
         let e = BusStatus::new(Role::Edge);
         e.set_connected();
         assert_eq!(e.health(), Health::Syncing);
-        assert_eq!(e.healthz(0).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.healthz(0).0, StatusCode::OK, "alive while syncing");
+        assert_eq!(e.healthz(0).1["status"], "syncing");
+        assert!(e.not_ready().is_some());
         e.synced.store(1, Relaxed);
         assert_eq!(e.health(), Health::Ok);
+        assert_eq!(e.not_ready(), None);
         e.set_disconnected(5);
         assert_eq!(e.health(), Health::Degraded);
         assert_eq!(e.healthz(0).0, StatusCode::OK, "keeps its clients");

@@ -1,18 +1,30 @@
 //! `Config`: every setting of the server, with its default, in one place.
 //!
-//! Loaded from a TOML file (`tickcast serve --config FILE`) whose every key is
-//! optional; unknown keys are an error, so a typo never silently falls back to a
-//! default. `docs/tickcast.example.toml` lists them all with their defaults.
+//! Settings come in layers, each over the one before: the built-in defaults, a TOML
+//! file (`tickcast --config FILE`, every key optional), the environment
+//! (`TICKCAST_<NAME>`, with `__` between levels: `TICKCAST_LISTEN`,
+//! `TICKCAST_LIMITS__MAX_CONNECTIONS`), then the command line's flags, which the
+//! binary applies last. [figment](https://docs.rs/figment) merges the file and the
+//! environment. Unknown keys are an error, so a typo never silently falls back to a
+//! default; a `TICKCAST_` variable that names no setting at all is left alone and
+//! reported ([`Layered::ignored_env`]). `docs/tickcast.example.toml` lists every
+//! setting with its default; `docs/operations.md` the environment's rules.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use figment::providers::{Env, Serialized};
+use figment::Figment;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::feed::FeedSpec;
 
-/// Why a config file could not be used.
+/// The prefix of environment variables that set config values.
+pub const ENV_PREFIX: &str = "TICKCAST_";
+
+/// Why a config could not be used. Each message is one line naming the setting (or
+/// the file) at fault.
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -23,17 +35,66 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for [`Config`].
-    #[error("invalid config {path}: {source}")]
+    /// The file is not valid TOML.
+    #[error("invalid config {path}, line {line} column {column}: {message}")]
     Parse {
-        /// The path given.
+        /// The path given (`<text>` for a string).
         path: String,
-        /// What is wrong, with line and column.
-        source: Box<toml::de::Error>,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting has the wrong type, or names no setting.
+    #[error("invalid setting `{setting}` ({origin}): {message}")]
+    Setting {
+        /// The setting's path, `limits.max_connections`.
+        setting: String,
+        /// Where the value came from: the file's path, or the environment variable.
+        origin: String,
+        /// What is wrong.
+        message: String,
     },
     /// A value is out of its allowed range.
     #[error("invalid config: {0}")]
     Invalid(String),
+}
+
+/// The format of log lines (`log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected `text` or `json`"
+            )),
+        }
+    }
+}
+
+/// A config made from its layers, with what the environment offered but named no
+/// setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layered {
+    /// The settings, validated.
+    pub config: Config,
+    /// `TICKCAST_` variables that name no setting and were left alone, sorted.
+    pub ignored_env: Vec<String>,
 }
 
 /// The server's settings.
@@ -47,9 +108,9 @@ pub struct Config {
     pub workers: usize,
     /// Pin each writer core to its own CPU with core_affinity. Default: true.
     pub pin_cores: bool,
-    /// Slots in the broadcast ring, rounded up to a power of two. It bounds how far a
-    /// writer core may fall behind before it resynchronises from the last-value cache,
-    /// and how far back a resume can replay. Default: 65,536.
+    /// Slots in the broadcast ring, a power of two. It bounds how far a writer core may
+    /// fall behind before it resynchronises from the last-value cache, and how far back
+    /// a resume can replay. Default: 65,536.
     pub ring_capacity: usize,
     /// Most distinct symbols; ticks for more are rejected and counted. Default: 16,384.
     pub max_symbols: usize,
@@ -100,6 +161,10 @@ pub struct Config {
     /// Subscriber authentication; absent (the default) lets anyone subscribe to
     /// anything, as suits a local demo.
     pub auth: Option<crate::auth::AuthConfig>,
+    /// The format of log lines on stderr: `text` or `json`. Default: `text`.
+    pub log_format: LogFormat,
+    /// What `/readyz` waits for (`[readiness]`).
+    pub readiness: crate::readiness::ReadinessConfig,
     /// The feeds to run. Default: one synthetic feed.
     pub feeds: Vec<FeedSpec>,
 }
@@ -191,73 +256,168 @@ impl Default for Config {
             limits: Limits::default(),
             tls: None,
             auth: None,
+            log_format: LogFormat::Text,
+            readiness: crate::readiness::ReadinessConfig::default(),
             feeds: vec![FeedSpec::default()],
         }
     }
 }
 
 impl Config {
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file (defaults for what it leaves out; no
+    /// environment).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
+        let text = read(path)?;
+        Config::from_layers(Some((&path.display().to_string(), &text)), None)
+    }
+
+    /// Parses and validates TOML text (defaults for what it leaves out; no
+    /// environment).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_layers(Some(("<text>", text)), None)
+    }
+
+    /// The defaults, then the file at `path` (if any), then the process's `TICKCAST_`
+    /// environment variables; validated.
+    pub fn layered(path: Option<&Path>) -> Result<Layered, ConfigError> {
+        let text = path.map(read).transpose()?;
+        let name = path.map(|p| p.display().to_string());
+        let file = name.as_deref().zip(text.as_deref());
+        let vars: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let known = top_level_keys();
+        let (used, mut ignored): (Vec<_>, Vec<_>) = vars
+            .into_iter()
+            .partition(|(k, _)| known.iter().any(|n| names_setting(k, n)));
+        ignored.sort();
+        let names: Vec<&str> = used.iter().map(|(k, _)| &k[ENV_PREFIX.len()..]).collect();
+        let config = Config::from_layers(file, Some(&names))?;
+        Ok(Layered {
+            config,
+            ignored_env: ignored.into_iter().map(|(k, _)| k).collect(),
         })
     }
 
-    /// Parses and validates TOML text.
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<text>".into(),
-            source: Box::new(e),
-        })?;
+    /// Merges `file` (its name for messages, and its text) and the environment
+    /// variables `env` (names without the prefix) over the defaults, and validates the
+    /// result.
+    fn from_layers(
+        file: Option<(&str, &str)>,
+        env: Option<&[&str]>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        let file_name = file.map_or("<none>", |(name, _)| name).to_string();
+        if let Some((name, text)) = file {
+            let table: toml::Table = toml::from_str(text).map_err(|e| {
+                let (line, column) = e
+                    .span()
+                    .map_or((1, 1), |span| line_column(text, span.start));
+                ConfigError::Parse {
+                    path: name.to_string(),
+                    line,
+                    column,
+                    message: e.message().trim().to_string(),
+                }
+            })?;
+            figment = figment.merge(Serialized::defaults(table));
+        }
+        if let Some(names) = env {
+            figment = figment.merge(Env::prefixed(ENV_PREFIX).only(names).split("__"));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| setting_error(e, &file_name))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks the ranges that serde cannot.
+    /// Checks the ranges that serde cannot; the error names the first setting out of
+    /// range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.low_water_bytes >= self.high_water_bytes {
-            return Err(ConfigError::Invalid(
-                "low_water_bytes must be below high_water_bytes".into(),
-            ));
+        let l = &self.limits;
+        let positive: [(&str, u64); 14] = [
+            ("max_symbols", self.max_symbols as u64),
+            ("feed_channel_capacity", self.feed_channel_capacity as u64),
+            ("high_water_bytes", self.high_water_bytes as u64),
+            ("stall_timeout_ms", self.stall_timeout_ms),
+            ("ping_interval_ms", self.ping_interval_ms),
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_connections_per_ip",
+                l.max_connections_per_ip as u64,
+            ),
+            (
+                "limits.max_subscriptions_per_connection",
+                l.max_subscriptions_per_connection as u64,
+            ),
+            (
+                "limits.control_messages_per_sec",
+                u64::from(l.control_messages_per_sec),
+            ),
+            ("limits.control_burst", u64::from(l.control_burst)),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            (
+                "readiness.max_feed_outage_ms",
+                self.readiness.max_feed_outage_ms,
+            ),
+            (
+                "max_control_message_bytes",
+                self.max_control_message_bytes as u64,
+            ),
+            (
+                "max_publish_message_bytes",
+                self.max_publish_message_bytes as u64,
+            ),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(invalid(format!("{name} must be at least 1 (got 0)")));
+            }
         }
-        if self.max_symbols == 0 || self.ring_capacity < 2 || self.feed_channel_capacity == 0 {
-            return Err(ConfigError::Invalid(
-                "max_symbols, ring_capacity and feed_channel_capacity must be positive".into(),
-            ));
+        if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 2 {
+            let up = self.ring_capacity.max(2).checked_next_power_of_two();
+            return Err(invalid(format!(
+                "ring_capacity must be a power of two, at least 2 (got {}{})",
+                self.ring_capacity,
+                up.map_or(String::new(), |p| format!("; the next one is {p}"))
+            )));
+        }
+        if self.workers > 4096 {
+            return Err(invalid(format!(
+                "workers must be at most 4096 (got {}; 0 means one per CPU)",
+                self.workers
+            )));
+        }
+        if self.low_water_bytes >= self.high_water_bytes {
+            return Err(invalid(format!(
+                "low_water_bytes ({}) must be below high_water_bytes ({})",
+                self.low_water_bytes, self.high_water_bytes
+            )));
         }
         if self.publish_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "publish_token must not be empty (leave it out to disable /publish)".into(),
+            return Err(invalid(
+                "publish_token must not be empty (leave it out to disable /publish)",
             ));
         }
-        if self.max_publish_message_bytes < 256 {
-            return Err(ConfigError::Invalid(
-                "max_publish_message_bytes must be at least 256".into(),
-            ));
+        for (name, v) in [
+            ("max_publish_message_bytes", self.max_publish_message_bytes),
+            ("max_control_message_bytes", self.max_control_message_bytes),
+        ] {
+            if v < 256 {
+                return Err(invalid(format!("{name} must be at least 256 (got {v})")));
+            }
         }
-        if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
-            return Err(ConfigError::Invalid(
-                "idle_timeout_ms must be longer than ping_interval_ms (and both positive)".into(),
-            ));
+        if self.idle_timeout_ms <= self.ping_interval_ms {
+            return Err(invalid(format!(
+                "idle_timeout_ms ({}) must be longer than ping_interval_ms ({})",
+                self.idle_timeout_ms, self.ping_interval_ms
+            )));
         }
-        if self.limits.control_messages_per_sec == 0 || self.limits.control_burst == 0 {
-            return Err(ConfigError::Invalid(
-                "limits.control_messages_per_sec and limits.control_burst must be positive".into(),
-            ));
-        }
-        if self.max_control_message_bytes < 256 {
-            return Err(ConfigError::Invalid(
-                "max_control_message_bytes must be at least 256".into(),
-            ));
+        for (i, feed) in self.feeds.iter().enumerate() {
+            feed.validate()
+                .map_err(|e| invalid(format!("feeds[{i}] ({}): {e}", crate::feed::name(feed))))?;
         }
         if self.limits.max_input_bytes_per_sec < 1024 {
             return Err(ConfigError::Invalid(
@@ -273,6 +433,20 @@ impl Config {
         Ok(())
     }
 
+    /// The settings as TOML, with secrets (`publish_token`, `auth.jwt_secret`)
+    /// replaced by `<redacted>`: what `tickcast check-config` prints.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        let redacted = || "<redacted>".to_string();
+        if shown.publish_token.is_some() {
+            shown.publish_token = Some(redacted());
+        }
+        if let Some(auth) = &mut shown.auth {
+            auth.jwt_secret = redacted();
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the settings: {e}\n"))
+    }
+
     /// The number of writer cores to run.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
@@ -280,6 +454,75 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+/// The names of the top-level settings (`listen`, `limits`, …).
+fn top_level_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the variable `var` (`TICKCAST_LIMITS__MAX_CONNECTIONS`) sets the top-level
+/// setting `key` (`limits`).
+fn names_setting(var: &str, key: &str) -> bool {
+    let name = &var[ENV_PREFIX.len().min(var.len())..];
+    let first = name.split("__").next().unwrap_or("");
+    first.eq_ignore_ascii_case(key)
+}
+
+/// The first of figment's errors, as one line naming the setting and where its value
+/// came from (`file` or the environment variable).
+fn setting_error(e: figment::Error, file: &str) -> ConfigError {
+    let Some(e) = e.into_iter().next() else {
+        return ConfigError::Invalid("unknown error".into());
+    };
+    // An unknown field's path already ends with the field.
+    let path = e.path.clone();
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(..) => "no such setting".to_string(),
+        kind => kind.to_string(),
+    };
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let origin = if from_env {
+        let var: Vec<String> = path.iter().map(|p| p.to_ascii_uppercase()).collect();
+        format!("environment variable {ENV_PREFIX}{}", var.join("__"))
+    } else if e.metadata.is_some() {
+        file.to_string()
+    } else {
+        "defaults".to_string()
+    };
+    ConfigError::Setting {
+        setting: path.join("."),
+        origin,
+        message,
     }
 }
 

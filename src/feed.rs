@@ -65,6 +65,123 @@ impl Default for FeedSpec {
     }
 }
 
+impl FeedSpec {
+    /// Checks the values serde cannot (a positive rate, a finite speed, …); the
+    /// message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least = |name: &str, v: u64, min: u64| {
+            if v < min {
+                Err(format!("{name} must be at least {min} (got {v})"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            FeedSpec::Synthetic(c) => {
+                at_least("symbols", c.symbols as u64, 1)?;
+                at_least("rate", c.rate, 1)?;
+                if !(0.0..=1.0).contains(&c.trade_ratio) {
+                    return Err(format!(
+                        "trade_ratio must be between 0 and 1 (got {})",
+                        c.trade_ratio
+                    ));
+                }
+            }
+            FeedSpec::Replay(c) => {
+                if !c.speed.is_finite() || c.speed < 0.0 {
+                    return Err(format!(
+                        "speed must be 0 (as fast as possible) or more (got {})",
+                        c.speed
+                    ));
+                }
+                at_least("max_message_bytes", c.max_message_bytes as u64, 256)?;
+            }
+            FeedSpec::Binance(c) | FeedSpec::Coinbase(c) => {
+                at_least("heartbeat_timeout_ms", c.heartbeat_timeout_ms, 1)?;
+                at_least("connect_timeout_ms", c.connect_timeout_ms, 1)?;
+                at_least("backoff_initial_ms", c.backoff_initial_ms, 1)?;
+                at_least("backoff_max_ms", c.backoff_max_ms, c.backoff_initial_ms)?;
+                at_least("max_message_bytes", c.max_message_bytes as u64, 256)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a feed cannot start at all: the server refuses to start rather than run
+/// without it.
+#[derive(Debug, Error)]
+pub enum FeedError {
+    /// The replay's capture cannot be opened or read.
+    #[error("feed {feed}: cannot read {path}: {source}")]
+    Unreadable {
+        /// The feed's name.
+        feed: String,
+        /// The capture's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The replay's capture is in no format the feed knows.
+    #[error("feed {feed}: cannot tell the venue of {path}; set `venue` in its [[feeds]] entry")]
+    UnknownVenue {
+        /// The feed's name.
+        feed: String,
+        /// The capture's path.
+        path: PathBuf,
+    },
+    /// An exchange feed's URL or TLS settings cannot be used.
+    #[error("feed {feed}: {source}")]
+    Connect {
+        /// The feed's name.
+        feed: String,
+        /// What is wrong with the URL or the CA file.
+        source: crate::wsclient::ConnectError,
+    },
+}
+
+/// Checks that `spec` can start: its capture opens and its format is known, its URL
+/// parses and its CA file loads. Reaching the exchange is not checked (a feed keeps
+/// reconnecting; `/readyz` says when it has not delivered).
+pub fn check(spec: &FeedSpec) -> Result<(), FeedError> {
+    let feed = name(spec);
+    match spec {
+        FeedSpec::Synthetic(_) => Ok(()),
+        FeedSpec::Replay(cfg) => {
+            let unreadable = |source| FeedError::Unreadable {
+                feed: feed.clone(),
+                path: cfg.path.clone(),
+                source,
+            };
+            if crate::capture::is_capture(&cfg.path).map_err(unreadable)? || cfg.venue.is_some() {
+                return Ok(());
+            }
+            match replay::detect_venue(&cfg.path).map_err(unreadable)? {
+                Some(_) => Ok(()),
+                None => Err(FeedError::UnknownVenue {
+                    feed,
+                    path: cfg.path.clone(),
+                }),
+            }
+        }
+        FeedSpec::Binance(cfg) | FeedSpec::Coinbase(cfg) => {
+            let venue = match spec {
+                FeedSpec::Binance(_) => normalize::Venue::Binance,
+                _ => normalize::Venue::Coinbase,
+            };
+            let connect = |source| FeedError::Connect {
+                feed: feed.clone(),
+                source,
+            };
+            let target = crate::wsclient::Target::parse(cfg.url_for(venue)).map_err(connect)?;
+            if target.tls {
+                crate::wsclient::tls_connector(cfg.ca_file.as_deref()).map_err(connect)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// A `--feed` value that names no known feed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
@@ -119,13 +236,23 @@ impl FromStr for FeedSpec {
     }
 }
 
-/// Live counters of one feed, read by `/stats` and `/metrics`.
+/// Live counters of one feed, read by `/stats`, `/metrics` and `/readyz`.
 #[derive(Debug, Default)]
 pub struct FeedStatus {
     /// Feed name, for labels.
     pub name: String,
-    /// 1 while connected to its source (always 1 for local feeds).
+    /// Whether this feed holds readiness back until it delivers (see
+    /// [`crate::readiness`]): true for every configured feed, false for the `/publish`
+    /// inlet, which waits for publishers that may never come.
+    pub gates_readiness: bool,
+    /// 1 while connected to its source (always 1 for local feeds while they run).
     pub connected: AtomicU64,
+    /// When the feed last lost its source, ns since the Unix epoch (0: never
+    /// connected, or connected now).
+    pub down_since_ns: AtomicU64,
+    /// 1 once the feed ended on its own, done (a replay at the end of its capture, a
+    /// synthetic feed at its `limit`): it delivered all it had.
+    pub finished: AtomicU64,
     /// Messages received from the source.
     pub messages: AtomicU64,
     /// Ticks sent to the sequencer.
@@ -138,14 +265,75 @@ pub struct FeedStatus {
     pub reconnects: AtomicU64,
     /// Time of the last message, ns since the Unix epoch (0: none yet).
     pub last_message_ns: AtomicU64,
+    /// `ts_event` of the last tick sent to the sequencer, ns since the Unix epoch (0:
+    /// none yet): with `last_message_ns`, how far behind its source the feed is.
+    pub last_event_ns: AtomicU64,
 }
 
 impl FeedStatus {
-    /// Status for a feed called `name`.
+    /// Status for a configured feed called `name`.
     pub fn new(name: impl Into<String>) -> FeedStatus {
         FeedStatus {
             name: name.into(),
+            gates_readiness: true,
             ..FeedStatus::default()
+        }
+    }
+
+    /// Status for an inlet that does not hold readiness back (`/publish`).
+    pub fn passive(name: impl Into<String>) -> FeedStatus {
+        FeedStatus {
+            gates_readiness: false,
+            ..FeedStatus::new(name)
+        }
+    }
+
+    /// Records that the feed reached its source (or, for a local feed, started).
+    pub fn set_connected(&self) {
+        self.connected.store(1, Ordering::Relaxed);
+        self.down_since_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that the feed lost its source at `now_ns` (or stopped on an error).
+    pub fn set_disconnected(&self, now_ns: u64) {
+        if self.connected.swap(0, Ordering::Relaxed) == 1 {
+            self.down_since_ns.store(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that the feed ended on its own, having delivered all it had.
+    pub fn set_finished(&self) {
+        self.finished.store(1, Ordering::Relaxed);
+        self.connected.store(0, Ordering::Relaxed);
+        self.down_since_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Why this feed holds readiness back at `now_ns`, if it does: it never reached its
+    /// source, delivered nothing yet, or lost its source more than `max_outage_ns` ago.
+    pub fn not_ready(&self, now_ns: u64, max_outage_ns: u64) -> Option<String> {
+        if !self.gates_readiness || self.finished.load(Ordering::Relaxed) == 1 {
+            return None;
+        }
+        let connected = self.connected.load(Ordering::Relaxed) == 1;
+        let down_since = self.down_since_ns.load(Ordering::Relaxed);
+        let ticks = self.ticks.load(Ordering::Relaxed);
+        if connected {
+            return (ticks == 0).then(|| "connected, no tick delivered yet".to_string());
+        }
+        if down_since == 0 {
+            return Some("not connected yet".to_string());
+        }
+        let down_ns = now_ns.saturating_sub(down_since);
+        if ticks == 0 {
+            Some("not connected; no tick delivered yet".to_string())
+        } else if down_ns > max_outage_ns {
+            Some(format!(
+                "disconnected for {:.1} s (readiness.max_feed_outage_ms = {})",
+                down_ns as f64 / 1e9,
+                max_outage_ns / 1_000_000
+            ))
+        } else {
+            None
         }
     }
 }
@@ -180,6 +368,9 @@ impl FeedContext {
     pub fn send(&self, tick: FeedTick) -> Result<(), SendError> {
         self.push(tick)?;
         self.status.ticks.fetch_add(1, Ordering::Relaxed);
+        self.status
+            .last_event_ns
+            .store(tick.ts_event, Ordering::Relaxed);
         Ok(())
     }
 
@@ -192,6 +383,11 @@ impl FeedContext {
             Ok(())
         });
         self.status.ticks.fetch_add(sent, Ordering::Relaxed);
+        if let Some(last) = ticks[..sent as usize].last() {
+            self.status
+                .last_event_ns
+                .store(last.ts_event, Ordering::Relaxed);
+        }
         result
     }
 

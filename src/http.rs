@@ -1,5 +1,5 @@
-//! The one HTTP port: `/ws` (WebSocket upgrade), `/publish`, `/healthz`, `/symbols`,
-//! `/stats`, `/metrics` and the dashboard.
+//! The one HTTP port: `/ws` (WebSocket upgrade), `/publish`, `/healthz` (liveness),
+//! `/readyz` (readiness), `/symbols`, `/stats`, `/metrics` and the dashboard.
 //!
 //! Each writer core runs [`accept_loop`] on its own listener (with the TLS handshake
 //! when `[tls]` is set) and serves HTTP/1.1 with hyper; an upgraded WebSocket stays on
@@ -107,8 +107,11 @@ fn route(
         (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer),
         (&Method::GET, "/publish") => publish_upgrade(&mut req, shared, peer),
         (&Method::GET, "/healthz") => {
-            // An edge without a snapshot yet answers 503, so load balancers wait.
             let (status, body) = shared.stats.bus.healthz(shared.symbols.len());
+            json_response(status, &body)
+        }
+        (&Method::GET, "/readyz") => {
+            let (status, body) = shared.stats.readyz(&shared.config.readiness);
             json_response(status, &body)
         }
         (&Method::GET, "/symbols") => {
@@ -123,7 +126,10 @@ fn route(
         }
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &shared.stats.to_json()),
         (&Method::GET, "/metrics") => {
-            let mut r = text_response(StatusCode::OK, &crate::metrics::render(&shared.stats));
+            let mut r = text_response(
+                StatusCode::OK,
+                &crate::metrics::render(&shared.stats, &shared.config.readiness),
+            );
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -131,7 +137,7 @@ fn route(
             r
         }
         (&Method::GET, p) if crate::dashboard::serves(p) => crate::dashboard::response(p),
-        (_, "/ws" | "/healthz" | "/symbols" | "/stats" | "/metrics") => text_response(
+        (_, "/ws" | "/healthz" | "/readyz" | "/symbols" | "/stats" | "/metrics") => text_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET\n",
         ),

@@ -16,8 +16,9 @@
 //!   each [`transport`] (TCP, or TLS with rustls), one write per connection per batch.
 //! - [`wire`]: the binary and JSON encodings, WebSocket frames ([`wire::frame`]) and
 //!   close codes ([`wire::CloseCode`]); [`protocol`]: client control messages.
-//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`,
-//!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
+//! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/readyz`, `/symbols`,
+//!   `/stats`, `/metrics`), [`readiness`] (what `/readyz` decides), [`metrics`]
+//!   (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
 //!   resume); [`capture`] files record its sessions for the replay feed. It and the
@@ -49,6 +50,7 @@ pub mod metrics;
 pub mod park;
 pub mod protocol;
 pub mod publish;
+pub mod readiness;
 pub mod ring;
 pub mod seqlock;
 pub mod sequencer;

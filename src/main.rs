@@ -1,10 +1,15 @@
 //! The `tickcast` binary: parses flags, starts the server, waits for a signal.
+//!
+//! `tickcast` with no subcommand is `tickcast serve`. Every user error (flags, config,
+//! files, ports) prints once, as one line on stderr, and exits with 2 for a usage
+//! error (clap's) or 1 otherwise; never a backtrace.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tickcast::config::Config;
+use tickcast::config::{Config, Layered, LogFormat};
 use tickcast::feed::FeedSpec;
 use tickcast::server::Server;
 
@@ -12,17 +17,26 @@ use tickcast::server::Server;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Live market-data streaming server.
+///
+/// Settings come from the defaults, then `--config FILE`, then `TICKCAST_<NAME>`
+/// environment variables, then the flags (see docs/operations.md).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `serve`'s flags, for `tickcast` without a subcommand.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default command).
     Serve(ServeArgs),
+    /// Validate a config file (with the `TICKCAST_` environment over it) and print the
+    /// effective settings as TOML.
+    CheckConfig(CheckConfigArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -34,19 +48,23 @@ struct ServeArgs {
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// Writer cores; 0 = one per CPU [default: 0].
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Number of synthetic symbols [default: 100].
-    #[arg(long)]
-    symbols: Option<usize>,
-    /// Synthetic ticks per second over all symbols [default: 10000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    workers: Option<u16>,
+    /// Number of synthetic symbols, at least 1 [default: 100].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    symbols: Option<u64>,
+    /// Synthetic ticks per second over all symbols, at least 1 [default: 10000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// Seed of the synthetic feed [default: 42].
     #[arg(long)]
     seed: Option<u64>,
-    /// Feeds to run, replacing the config's (repeatable): `synthetic`.
-    #[arg(long = "feed")]
+    /// Feeds to run, replacing the config's (repeatable): `synthetic`;
+    /// `replay:PATH` (a venue capture, one JSON message per line, or a tickcast
+    /// `.tcrec` capture); `binance` or `coinbase` (the venue's public endpoint);
+    /// `binance:ws(s)://URL` or `coinbase:ws(s)://URL` (another endpoint). The
+    /// config file's `[[feeds]]` sets everything else.
+    #[arg(long = "feed", value_name = "FEED")]
     feeds: Vec<FeedSpec>,
     /// Do not pin writer cores to CPUs.
     #[arg(long)]
@@ -60,25 +78,44 @@ struct ServeArgs {
     /// [default: nats://127.0.0.1:4222].
     #[arg(long = "nats")]
     nats_url: Option<String>,
+    /// Log line format on stderr: `text` or `json` [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// The TOML config file to check.
+    file: PathBuf,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
-    let config = build_config(args)?;
+    let result = match cli.command {
+        Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickcast: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let layered = build_config(args)?;
+    let config = layered.config;
+    init_logging(config.log_format);
+    warn_ignored(&layered.ignored_env);
     let (http, ws) = if config.tls.is_some() {
         ("https", "wss")
     } else {
         ("http", "ws")
     };
-    let server = Server::start(config).context("starting tickcast")?;
+    let server = Server::start(config)?;
     let addr = server.local_addr();
     println!("tickcast listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)");
     wait_for_signal()?;
@@ -87,16 +124,35 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_config(args: ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+/// `tickcast check-config FILE`: the settings the server would run with, or the first
+/// thing wrong with them (feeds included: a capture that cannot be read fails here).
+fn check_config(args: &CheckConfigArgs) -> anyhow::Result<()> {
+    let layered = Config::layered(Some(&args.file))?;
+    let config = &layered.config;
+    if config.role != tickcast::bus::Role::Edge {
+        for spec in &config.feeds {
+            tickcast::feed::check(spec)?;
+        }
+    }
+    if let Some(tls) = &config.tls {
+        tickcast::transport::server_config(&tls.cert_path, &tls.key_path)?;
+    }
+    for var in &layered.ignored_env {
+        println!("# ignored: {var} names no setting");
+    }
+    print!("{}", config.to_toml_redacted());
+    Ok(())
+}
+
+/// Defaults, then the file, then the environment (`Config::layered`), then the flags.
+fn build_config(args: ServeArgs) -> anyhow::Result<Layered> {
+    let mut layered = Config::layered(args.config.as_deref())?;
+    let config = &mut layered.config;
     if let Some(l) = args.listen {
         config.listen = l;
     }
     if let Some(w) = args.workers {
-        config.workers = w;
+        config.workers = usize::from(w);
     }
     if args.no_pin {
         config.pin_cores = false;
@@ -107,14 +163,16 @@ fn build_config(args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(url) = args.nats_url {
         config.nats_url = url;
     }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
     if !args.feeds.is_empty() {
         config.feeds = args.feeds;
     }
     for feed in &mut config.feeds {
-        #[allow(irrefutable_let_patterns)]
         if let FeedSpec::Synthetic(s) = feed {
             if let Some(n) = args.symbols {
-                s.symbols = n;
+                s.symbols = n as usize;
             }
             if let Some(r) = args.rate {
                 s.rate = r;
@@ -125,7 +183,46 @@ fn build_config(args: ServeArgs) -> anyhow::Result<Config> {
         }
     }
     config.validate()?;
-    Ok(config)
+    Ok(layered)
+}
+
+/// Logs to stderr as `format` says, filtered by `RUST_LOG` (default `info`); ANSI
+/// colours only when stderr is a terminal (and `NO_COLOR` is unset).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+fn warn_ignored(vars: &[String]) {
+    for var in vars {
+        tracing::warn!(variable = %var, "environment variable ignored: it names no setting");
+    }
+}
+
+/// The error and its causes on one line, each cause once: a message that already
+/// quotes its source is not followed by it again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out.replace('\n', " ")
 }
 
 /// Blocks until SIGINT or SIGTERM.

@@ -1,25 +1,27 @@
 //! `/metrics`: every counter in the Prometheus text exposition format (version 0.0.4).
 //!
-//! Per-core counters carry a `core` label, feed counters a `feed` label. The
-//! ingest-to-write latency of each core is a summary with the quantiles 0.5, 0.9, 0.99,
-//! 0.999, 0.9999 and 1 (the maximum), in seconds, from the core's HdrHistogram.
+//! Per-core counters carry a `core` label, feed counters a `feed` label. Latencies are
+//! Prometheus histograms per core, cumulative since start, with the fixed buckets of
+//! [`LATENCY_BUCKETS_NS`] (10 µs … 10 s), in seconds:
+//! `tickcast_ingest_to_write_latency_seconds` (sequencer → socket write) and
+//! `tickcast_event_to_write_latency_seconds` (the source's `ts_event` → socket write).
+//! Then `tickcast_build_info`, `tickcast_ready` and the standard `process_*` metrics
+//! (CPU, memory, file descriptors, threads, start time) read from `/proc/self`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::clock::now_ns;
-use crate::stats::{Kind, Stats, CORE_FIELDS};
-
-/// Quantiles exported for each latency summary.
-const QUANTILES: [f64; 6] = [0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
+use crate::readiness::ReadinessConfig;
+use crate::stats::{Kind, LatencyHistogram, Stats, CORE_FIELDS, LATENCY_BUCKETS_NS};
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every metric.
-pub fn render(stats: &Stats) -> String {
+/// Renders every metric; `readiness` decides `tickcast_ready`.
+pub fn render(stats: &Stats, readiness: &ReadinessConfig) -> String {
     let mut out = String::with_capacity(16 * 1024);
     for (field, kind, help, get) in CORE_FIELDS {
         let (name, kind) = match kind {
@@ -85,12 +87,18 @@ pub fn render(stats: &Stats) -> String {
     let feeds = stats.feeds.lock().unwrap_or_else(|e| e.into_inner());
     let now = now_ns();
     type FeedGet = fn(&crate::feed::FeedStatus) -> u64;
-    let feed_metrics: [(&str, &str, &str, FeedGet); 6] = [
+    let feed_metrics: [(&str, &str, &str, FeedGet); 7] = [
         (
             "tickcast_feed_connected",
             "gauge",
-            "1 while the feed is connected to its source.",
+            "1 while the feed is connected to its source (the publish inlet: publishers connected).",
             |f| f.connected.load(Relaxed),
+        ),
+        (
+            "tickcast_feed_finished",
+            "gauge",
+            "1 once the feed ended on its own, having delivered all it had.",
+            |f| f.finished.load(Relaxed),
         ),
         (
             "tickcast_feed_messages_total",
@@ -148,39 +156,169 @@ pub fn render(stats: &Stats) -> String {
             label(&f.name)
         );
     }
+    header(
+        &mut out,
+        "tickcast_feed_lag_seconds",
+        "gauge",
+        "Time from the event time of the feed's last tick to the arrival of its message (-1: none yet).",
+    );
+    for f in feeds.iter() {
+        let (arrived, event) = (
+            f.last_message_ns.load(Relaxed),
+            f.last_event_ns.load(Relaxed),
+        );
+        let lag = if arrived == 0 || event == 0 {
+            -1.0
+        } else {
+            arrived as f64 / 1e9 - event as f64 / 1e9
+        };
+        let _ = writeln!(
+            out,
+            "tickcast_feed_lag_seconds{{feed=\"{}\"}} {lag}",
+            label(&f.name)
+        );
+    }
+    let ready = crate::readiness::reasons(now, readiness, &feeds, &stats.bus).is_empty();
     drop(feeds);
+    header(
+        &mut out,
+        "tickcast_ready",
+        "gauge",
+        "1 while /readyz answers 200.",
+    );
+    let _ = writeln!(out, "tickcast_ready {}", u8::from(ready));
 
     stats.bus.render_metrics(&mut out);
 
-    let name = "tickcast_ingest_to_write_latency_seconds";
-    header(
-        &mut out,
-        name,
-        "summary",
-        "Time from the sequencer taking a tick in to a writer core writing it, per core.",
-    );
-    for (i, h) in stats.latency.iter().enumerate() {
-        let h = h.lock().unwrap_or_else(|e| e.into_inner());
-        for q in QUANTILES {
-            let v = if q >= 1.0 {
-                h.max()
-            } else {
-                h.value_at_quantile(q)
-            };
-            let _ = writeln!(
-                out,
-                "{name}{{core=\"{i}\",quantile=\"{q}\"}} {}",
-                v as f64 / 1e9
+    type Pick = fn(&crate::stats::CoreLatency) -> &LatencyHistogram;
+    let histograms: [(&str, &str, Pick); 2] = [
+        (
+            "tickcast_ingest_to_write_latency_seconds",
+            "Time from the sequencer taking a tick in (ts_recv) to a writer core writing it, per core.",
+            |l| &l.ingest_to_write,
+        ),
+        (
+            "tickcast_event_to_write_latency_seconds",
+            "Time from a tick's event time at its source (ts_event) to a writer core writing it, per core.",
+            |l| &l.event_to_write,
+        ),
+    ];
+    for (name, help, pick) in histograms {
+        header(&mut out, name, "histogram", help);
+        for (i, core) in stats.cores.iter().enumerate() {
+            render_histogram(
+                &mut out,
+                name,
+                &format!("core=\"{i}\""),
+                pick(&core.latency),
             );
         }
-        let sum: f64 = h
-            .iter_recorded()
-            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
-            .sum();
-        let _ = writeln!(out, "{name}_sum{{core=\"{i}\"}} {}", sum / 1e9);
-        let _ = writeln!(out, "{name}_count{{core=\"{i}\"}} {}", h.len());
     }
+
+    render_build_info(&mut out);
+    render_process(&mut out);
     out
+}
+
+/// One histogram's `_bucket`, `_sum` and `_count` lines, with `labels` (`core="0"`).
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+    let (cumulative, sum_ns) = h.snapshot();
+    for (bound, n) in LATENCY_BUCKETS_NS.iter().zip(&cumulative) {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"{}\"}} {n}",
+            *bound as f64 / 1e9
+        );
+    }
+    let count = cumulative[LATENCY_BUCKETS_NS.len()];
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+/// `tickcast_build_info`: 1, labelled with the version and the build profile.
+fn render_build_info(out: &mut String) {
+    header(
+        out,
+        "tickcast_build_info",
+        "gauge",
+        "Always 1; labels: the version and build profile of the running binary.",
+    );
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let _ = writeln!(
+        out,
+        "tickcast_build_info{{version=\"{}\",profile=\"{profile}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// The standard `process_*` metrics of Prometheus's client libraries, from
+/// `/proc/self` (each one left out when it cannot be read).
+fn render_process(out: &mut String) {
+    let Ok(me) = procfs::process::Process::myself() else {
+        return;
+    };
+    let mut gauge = |name: &str, kind: &str, help: &str, v: f64| {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    };
+    if let Ok(stat) = me.stat() {
+        let ticks = procfs::ticks_per_second().max(1) as f64;
+        gauge(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (stat.utime + stat.stime) as f64 / ticks,
+        );
+        gauge(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            (stat.rss * procfs::page_size()) as f64,
+        );
+        gauge(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            stat.vsize as f64,
+        );
+        gauge(
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            stat.num_threads as f64,
+        );
+        if let Ok(boot) = procfs::boot_time_secs() {
+            gauge(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot as f64 + stat.starttime as f64 / ticks,
+            );
+        }
+    }
+    if let Ok(n) = me.fd_count() {
+        gauge(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            n as f64,
+        );
+    }
+    if let Ok(limits) = me.limits() {
+        if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
+            gauge(
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                max as f64,
+            );
+        }
+    }
 }
 
 /// Escapes a label value.

@@ -37,6 +37,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A feed cannot start (a missing capture, a bad URL).
+    #[error(transparent)]
+    Feed(#[from] crate::feed::FeedError),
     /// The TLS certificate or key could not be used.
     #[error(transparent)]
     Tls(#[from] crate::transport::TlsError),
@@ -65,6 +68,11 @@ impl Server {
     /// Binds the listeners and starts every thread.
     pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         config.validate()?;
+        if config.role != Role::Edge {
+            for spec in &config.feeds {
+                feed::check(spec)?;
+            }
+        }
         let tls = match &config.tls {
             Some(t) => Some(crate::transport::server_config(&t.cert_path, &t.key_path)?),
             None => None,
@@ -86,7 +94,7 @@ impl Server {
         let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
         let (publisher, ring) = Ring::new(config.ring_capacity);
         let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
-        let publish_status = Arc::new(FeedStatus::new("publish"));
+        let publish_status = Arc::new(FeedStatus::passive("publish"));
         if config.publish_token.is_some() {
             stats
                 .feeds
@@ -264,12 +272,18 @@ impl ServerHandle {
 }
 
 /// One `SO_REUSEPORT` listener per core on the same address, so the kernel spreads
-/// connections over cores.
+/// connections over cores, sharing the port with each other only.
+///
+/// The first socket is bound *without* `SO_REUSEPORT`: Linux lets a socket bind a port
+/// that others hold only when every one of them set the option, so this bind fails
+/// with "address in use" if anything already listens there (another tickcast
+/// included). The option is set on it after the bind and before `listen`, so the
+/// other cores' sockets, bound next, join its group.
 fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::with_capacity(n);
     let mut actual = addr;
-    for _ in 0..n {
+    for i in 0..n {
         let err = |source| ServerError::Bind {
             addr: actual,
             source,
@@ -281,9 +295,14 @@ fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Server
         )
         .map_err(err)?;
         s.set_reuse_address(true).map_err(err)?;
-        s.set_reuse_port(true).map_err(err)?;
+        if i > 0 {
+            s.set_reuse_port(true).map_err(err)?;
+        }
         s.set_nonblocking(true).map_err(err)?;
         s.bind(&actual.into()).map_err(err)?;
+        if i == 0 {
+            s.set_reuse_port(true).map_err(err)?;
+        }
         s.listen(1024).map_err(err)?;
         let l: std::net::TcpListener = s.into();
         if out.is_empty() {

@@ -53,6 +53,93 @@ pub struct CoreStats {
     /// Times a connection's input was paused for sending faster than
     /// `max_input_bytes_per_sec`.
     pub input_throttled: AtomicU64,
+    /// Latency histograms of the ticks this core wrote (cumulative, for Prometheus).
+    pub latency: CoreLatency,
+}
+
+/// Upper bounds of the latency histogram buckets, in ns: 10 µs to 10 s in 1-2.5-5
+/// steps, then `+Inf`. Fixed, so histograms add up across cores and edges; documented
+/// in `docs/operations.md`.
+pub const LATENCY_BUCKETS_NS: [u64; 19] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A cumulative latency histogram with the fixed buckets [`LATENCY_BUCKETS_NS`]: the
+/// Prometheus kind, which never resets, so `rate()` windows it and `sum by (le)` adds
+/// cores and nodes. One thread records (the core that owns it); any thread reads.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative: bucket `i` counts values in
+    /// `(bound[i-1], bound[i]]`, the last one those above every bound).
+    buckets: [AtomicU64; LATENCY_BUCKETS_NS.len() + 1],
+    /// Sum of every observation, ns.
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation of `ns`. Only the owning thread may call it: each
+    /// counter is a plain load and store (no locked instruction on the hot path).
+    pub fn record(&self, ns: u64) {
+        let i = LATENCY_BUCKETS_NS.partition_point(|&b| b < ns);
+        bump(&self.buckets[i], 1);
+        bump(&self.sum_ns, ns);
+    }
+
+    /// Cumulative counts per bucket (`le` = each bound, then `+Inf`), the total count
+    /// (the `+Inf` bucket) and the sum in ns: one consistent set of buckets.
+    pub fn snapshot(&self) -> ([u64; LATENCY_BUCKETS_NS.len() + 1], u64) {
+        let mut out = [0u64; LATENCY_BUCKETS_NS.len() + 1];
+        let mut acc = 0u64;
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            acc = acc.wrapping_add(b.load(Relaxed));
+            *o = acc;
+        }
+        (out, self.sum_ns.load(Relaxed))
+    }
+}
+
+/// Adds `n` to a counter only one thread writes.
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// The latency histograms of one writer core.
+#[derive(Debug, Default)]
+pub struct CoreLatency {
+    /// From the sequencer taking a tick in (`ts_recv`) to the core writing it.
+    pub ingest_to_write: LatencyHistogram,
+    /// From the tick's event time at its source (`ts_event`) to the core writing it:
+    /// the whole path, feed and network included. An event time after the write (a
+    /// source clock ahead of ours) counts as 0.
+    pub event_to_write: LatencyHistogram,
+}
+
+impl CoreLatency {
+    /// Records one tick written at `written_ns` (all times ns since the Unix epoch).
+    pub fn record(&self, written_ns: u64, ts_recv: u64, ts_event: u64) {
+        self.ingest_to_write
+            .record(written_ns.saturating_sub(ts_recv));
+        self.event_to_write
+            .record(written_ns.saturating_sub(ts_event));
+    }
 }
 
 /// Counters of one connection, kept for `/stats` while it is open.
@@ -137,8 +224,10 @@ pub struct Stats {
     /// Next connection id.
     pub next_conn_id: AtomicU64,
     /// Per core: ingest-to-write latency (write time − `ts_recv`, ns) of every tick
-    /// written, cumulative. Each core publishes its own copy here about once a second,
-    /// so the hot path never takes this lock.
+    /// written, cumulative since start, at 3 significant figures: the quantiles in
+    /// `/stats`. (`/metrics` exports [`CoreStats::latency`], whose fixed buckets
+    /// Prometheus can window.) Each core publishes its own copy here about once a
+    /// second, so the hot path never takes this lock.
     pub latency: Vec<Mutex<Histogram<u64>>>,
     /// Connections refused before the upgrade, by reason.
     pub rejected: Rejections,
@@ -188,6 +277,12 @@ impl Stats {
             .fold(0u64, |acc, c| acc.wrapping_add(f(c).load(Relaxed)))
     }
 
+    /// The `/readyz` answer now (see [`crate::readiness`]).
+    pub fn readyz(&self, cfg: &crate::readiness::ReadinessConfig) -> (hyper::StatusCode, Value) {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        crate::readiness::readyz(crate::clock::now_ns(), cfg, &feeds, &self.bus)
+    }
+
     /// The `/stats` document.
     pub fn to_json(&self) -> Value {
         let core = |c: &CoreStats| -> Value {
@@ -209,7 +304,10 @@ impl Stats {
             .map(|f| {
                 json!({
                     "name": f.name,
-                    "connected": f.connected.load(Relaxed) == 1,
+                    "connected": f.connected.load(Relaxed) >= 1,
+                    "finished": f.finished.load(Relaxed) == 1,
+                    "down_since_ns": f.down_since_ns.load(Relaxed),
+                    "last_event_ns": f.last_event_ns.load(Relaxed),
                     "messages": f.messages.load(Relaxed),
                     "ticks": f.ticks.load(Relaxed),
                     "parse_errors": f.parse_errors.load(Relaxed),
@@ -226,7 +324,22 @@ impl Stats {
             .values()
             .map(|c| c.to_json())
             .collect();
+        let latency: Vec<Value> = self
+            .latency
+            .iter()
+            .map(|h| {
+                let h = h.lock().unwrap_or_else(|e| e.into_inner());
+                json!({
+                    "count": h.len(),
+                    "p50_ns": h.value_at_quantile(0.5),
+                    "p99_ns": h.value_at_quantile(0.99),
+                    "p999_ns": h.value_at_quantile(0.999),
+                    "max_ns": h.max(),
+                })
+            })
+            .collect();
         json!({
+            "ingest_to_write_latency_since_start": latency,
             "sequencer": {
                 "ticks": self.sequencer.ticks.load(Relaxed),
                 "rejected": self.sequencer.rejected.load(Relaxed),
@@ -355,3 +468,51 @@ pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 17] = [
         |c| &c.input_throttled,
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_inclusive_bounds() {
+        let h = LatencyHistogram::default();
+        for ns in [
+            0,
+            10_000,
+            10_001,
+            999_999_999,
+            1_000_000_000,
+            20_000_000_000,
+        ] {
+            h.record(ns);
+        }
+        let (cum, sum) = h.snapshot();
+        let at = |bound: u64| cum[LATENCY_BUCKETS_NS.iter().position(|&b| b == bound).unwrap()];
+        assert_eq!(at(10_000), 2, "0 and 10 µs: le is inclusive");
+        assert_eq!(at(25_000), 3);
+        assert_eq!(at(500_000_000), 3);
+        assert_eq!(at(1_000_000_000), 5);
+        assert_eq!(at(10_000_000_000), 5);
+        assert_eq!(cum[LATENCY_BUCKETS_NS.len()], 6, "+Inf holds everything");
+        assert_eq!(
+            sum,
+            10_000 + 10_001 + 999_999_999 + 1_000_000_000 + 20_000_000_000
+        );
+        assert!(cum.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn core_latency_measures_from_receipt_and_from_the_event() {
+        let l = CoreLatency::default();
+        // Written at 10 ms; received at 9.99 ms; the event at 9 ms.
+        l.record(10_000_000, 9_990_000, 9_000_000);
+        // A source clock ahead of ours: counts as 0.
+        l.record(10_000_000, 9_990_000, 11_000_000);
+        let (ingest, isum) = l.ingest_to_write.snapshot();
+        let (event, esum) = l.event_to_write.snapshot();
+        assert_eq!((ingest[0], isum), (2, 20_000), "10 µs each");
+        assert_eq!(event[0], 1, "the clamped one");
+        assert_eq!(event[6], 2, "1 ms <= 1 ms bucket");
+        assert_eq!(esum, 1_000_000);
+    }
+}

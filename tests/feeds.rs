@@ -941,6 +941,172 @@ fn a_tickcast_subscriber_receives_the_exchange_ticks() {
     }
 }
 
+/// `/readyz` of `addr`: its status and its first reason (`source`, `reason`).
+async fn readyz(addr: SocketAddr) -> (u16, String, String) {
+    let (status, body) = common::http_get(addr, "/readyz").await;
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let first = &v["reasons"][0];
+    (
+        status,
+        first["source"].as_str().unwrap_or("").to_string(),
+        first["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Polls `/readyz` until `ok` holds for it.
+async fn until_readyz(addr: SocketAddr, ok: impl Fn(&(u16, String, String)) -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = readyz(addr).await;
+        if ok(&r) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "last /readyz: {r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn readyz_follows_the_exchange_feed_from_connect_to_outage() {
+    let lines = capture_of(Venue::Binance);
+    let gate = Arc::new(Notify::new());
+    // One connection: silent until the gate opens, then the capture, then dropped.
+    let fake = FakeExchange::start(vec![Conn {
+        out: [vec![Out::Gate(gate.clone())], texts(&lines)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        after: After::Drop,
+    }]);
+    let mut config = common::config(1, 1);
+    config.readiness.max_feed_outage_ms = 300;
+    config.feeds = vec![exchange_spec(Venue::Binance, fake.url("/stream"), |_| {})];
+    let server = Server::start(config).unwrap();
+    let addr = server.local_addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(fake.next_subscribe(), BINANCE_SUBSCRIBE);
+        until_readyz(addr, |(code, source, reason)| {
+            *code == 503 && source == "feed:binance" && reason == "connected, no tick delivered yet"
+        })
+        .await;
+        assert_eq!(
+            common::http_get(addr, "/healthz").await.0,
+            200,
+            "alive all along"
+        );
+        gate.notify_one();
+        until_readyz(addr, |(code, ..)| *code == 200).await;
+        // The venue hung up and the reconnect never completes its handshake (the fake
+        // accepts no second connection): past max_feed_outage_ms the node is unready.
+        until_readyz(addr, |(code, source, reason)| {
+            *code == 503 && source == "feed:binance" && reason.starts_with("disconnected for")
+        })
+        .await;
+    });
+    server.shutdown();
+}
+
+#[test]
+fn readyz_waits_for_a_feed_that_never_connects() {
+    // A port nothing listens on: the feed keeps retrying, the node stays unready.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = common::config(1, 1);
+    config.feeds = vec![exchange_spec(
+        Venue::Coinbase,
+        format!("ws://127.0.0.1:{port}/"),
+        |_| {},
+    )];
+    let server = Server::start(config).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addr = server.local_addr();
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < deadline {
+            let r = readyz(addr).await;
+            assert_eq!(r, (503, "feed:coinbase".into(), "not connected yet".into()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(
+        server.stats().feeds.lock().unwrap()[0]
+            .reconnects
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+    server.shutdown();
+}
+
+#[test]
+fn readyz_is_ready_once_a_replay_delivered_and_stays_so_when_it_ends() {
+    let mut config = common::config(1, 1);
+    config.feeds = vec![FeedSpec::Replay(ReplayConfig {
+        speed: 0.0,
+        ..ReplayConfig::new(capture_path(COINBASE))
+    })];
+    let server = Server::start(config).unwrap();
+    let status = server.stats().feeds.lock().unwrap()[0].clone();
+    let deadline = std::time::Instant::now() + WAIT;
+    while status.finished.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(readyz(server.local_addr())).0, 200);
+    server.shutdown();
+}
+
+#[test]
+fn a_feed_that_cannot_start_fails_the_server() {
+    let missing = std::env::temp_dir().join("tickcast-no-such-capture.jsonl");
+    let unknown =
+        std::env::temp_dir().join(format!("tickcast-unknown-{}.jsonl", std::process::id()));
+    std::fs::write(&unknown, "{\"hello\":1}\n").unwrap();
+    let cases: [(FeedSpec, &str); 4] = [
+        (FeedSpec::Replay(ReplayConfig::new(&missing)), "cannot read"),
+        (
+            FeedSpec::Replay(ReplayConfig::new(std::env::temp_dir())),
+            "cannot read",
+        ),
+        (
+            FeedSpec::Replay(ReplayConfig::new(&unknown)),
+            "cannot tell the venue",
+        ),
+        (
+            exchange_spec(Venue::Binance, "http://example.invalid/".into(), |_| {}),
+            "invalid url",
+        ),
+    ];
+    for (spec, want) in cases {
+        let mut config = common::config(1, 1);
+        config.feeds = vec![spec.clone()];
+        match Server::start(config) {
+            Err(e) => assert!(e.to_string().contains(want), "{spec:?}: {e}"),
+            Ok(s) => {
+                s.shutdown();
+                panic!("{spec:?} started");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&unknown);
+}
+
 // ---------------------------------------------------------------------------------
 // Arbitrary input never panics a normalizer.
 

@@ -247,22 +247,60 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     }
     assert_eq!(value(&after, "tickcast_connections"), 1.0);
     assert_eq!(value(&after, "tickcast_subscriptions"), 10.0);
-    let latency: Vec<_> = after
-        .samples
-        .iter()
-        .filter(|s| s.metric == "tickcast_ingest_to_write_latency_seconds")
-        .collect();
-    assert!(!latency.is_empty(), "latency summary exported");
-    let count: f64 = after
-        .samples
-        .iter()
-        .filter(|s| s.metric == "tickcast_ingest_to_write_latency_seconds_count")
-        .map(|s| match s.value {
-            prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => v,
-            _ => 0.0,
-        })
-        .sum();
-    assert!(count > 0.0, "latency histogram has samples");
+    for name in ["tickcast_build_info", "tickcast_ready"] {
+        assert_eq!(value(&after, name), 1.0, "{name}");
+    }
+    assert!(value(&after, "process_resident_memory_bytes") > 1e6);
+    assert!(value(&after, "process_open_fds") >= 3.0);
+    assert!(value(&after, "process_max_fds") >= value(&after, "process_open_fds"));
+    assert!(value(&after, "process_cpu_seconds_total") > 0.0);
+    assert!(value(&after, "process_start_time_seconds") > 1.6e9);
+    assert_eq!(value(&after, "tickcast_feed_connected"), 1.0);
+    let lag = value(&after, "tickcast_feed_lag_seconds");
+    assert!((0.0..5.0).contains(&lag), "synthetic feed lag {lag}");
+
+    // Latency histograms: per core, fixed buckets, cumulative across scrapes.
+    let histogram = |s: &prometheus_parse::Scrape, name: &str| -> Vec<(f64, f64)> {
+        let mut sum: Vec<(f64, f64)> = Vec::new();
+        for x in s.samples.iter().filter(|x| x.metric == name) {
+            let prometheus_parse::Value::Histogram(buckets) = &x.value else {
+                panic!("{name} is not a histogram: {:?}", x.value);
+            };
+            for (i, b) in buckets.iter().enumerate() {
+                if sum.len() <= i {
+                    sum.push((b.less_than, 0.0));
+                }
+                assert_eq!(sum[i].0, b.less_than, "same buckets on every core");
+                sum[i].1 += b.count;
+            }
+        }
+        sum
+    };
+    for name in [
+        "tickcast_ingest_to_write_latency_seconds",
+        "tickcast_event_to_write_latency_seconds",
+    ] {
+        let (early, late) = (histogram(&before, name), histogram(&after, name));
+        assert_eq!(late.len(), 20, "{name}: 19 bounds and +Inf");
+        assert_eq!(late[0].0, 1e-5);
+        assert_eq!(late[18].0, 10.0);
+        assert!(late[19].0.is_infinite());
+        assert!(
+            late.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{name} cumulative"
+        );
+        assert!(late[19].1 > 0.0, "{name} has observations");
+        assert_eq!(
+            late[19].1,
+            value(&after, &format!("{name}_count")),
+            "{name}"
+        );
+        assert!(value(&after, &format!("{name}_sum")) > 0.0, "{name}");
+        // Never reset: every bucket only grows between scrapes.
+        for (e, l) in early.iter().zip(&late) {
+            assert!(l.1 >= e.1, "{name} bucket {} shrank", l.0);
+        }
+    }
     server.shutdown();
 }
 

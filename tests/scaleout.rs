@@ -245,6 +245,33 @@ impl Book {
 }
 
 #[tokio::test]
+async fn an_edge_is_alive_but_not_ready_until_it_has_the_ingests_snapshot() {
+    let nats = Nats::start();
+    let edge = Server::start(node_config(Role::Edge, &nats)).expect("edge starts");
+    wait_for("the edge to reach NATS", || {
+        edge.stats().bus.connected.load(Relaxed) == 1
+    });
+    let addr = edge.local_addr();
+    let (status, body) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 200, "liveness: the process serves: {body}");
+    assert!(body.contains("\"status\":\"syncing\""), "{body}");
+    let (status, body) = http_get(addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let readiness: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readiness["status"], "not_ready");
+    assert_eq!(readiness["reasons"][0]["source"], "bus", "{body}");
+
+    let ingest = start_ingest(&nats);
+    let deadline = Instant::now() + WAIT;
+    while !ready(addr).await {
+        assert!(Instant::now() < deadline, "the edge never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    edge.shutdown();
+    ingest.shutdown();
+}
+
+#[tokio::test]
 async fn edges_carry_the_ingests_sequence_numbers() {
     let nats = Nats::start();
     let ingest = start_ingest(&nats);
@@ -348,9 +375,10 @@ fn haproxy_config(front: u16, edges: [SocketAddr; 2]) -> String {
         .replace("127.0.0.1:9102", &edges[1].to_string())
 }
 
-async fn healthy(addr: SocketAddr) -> bool {
+/// Whether `addr` answers `/readyz` with 200 (an edge: once it has its snapshot).
+async fn ready(addr: SocketAddr) -> bool {
     match tokio::net::TcpStream::connect(addr).await {
-        Ok(_) => http_get(addr, "/healthz").await.0 == 200,
+        Ok(_) => http_get(addr, "/readyz").await.0 == 200,
         Err(_) => false,
     }
 }
@@ -379,8 +407,8 @@ async fn a_client_resumes_on_the_other_edge_without_a_gap() {
     let addrs = [edges[0].as_ref().unwrap().1, edges[1].as_ref().unwrap().1];
     for a in addrs {
         let deadline = Instant::now() + WAIT;
-        while !healthy(a).await {
-            assert!(Instant::now() < deadline, "edge {a} never became healthy");
+        while !ready(a).await {
+            assert!(Instant::now() < deadline, "edge {a} never became ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -404,8 +432,8 @@ async fn a_client_resumes_on_the_other_edge_without_a_gap() {
             _haproxy = Some(Proc(child));
             let front = SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = Instant::now() + WAIT;
-            while !healthy(front).await {
-                assert!(Instant::now() < deadline, "haproxy never served /healthz");
+            while !ready(front).await {
+                assert!(Instant::now() < deadline, "haproxy never served /readyz");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             front

@@ -248,8 +248,9 @@ pub struct Core {
     /// Highest sequence this core has read from the ring, per symbol id: what a resume
     /// must replay up to.
     pub(super) seen_seq: Vec<u64>,
-    /// `ts_recv` of the ticks queued to at least one connection in this batch.
-    pub(super) batch_ts: Vec<u64>,
+    /// `(ts_recv, ts_event)` of the ticks queued to at least one connection in this
+    /// batch.
+    pub(super) batch_ts: Vec<(u64, u64)>,
     /// Ingest-to-write latency since the last publication to `Stats::latency`.
     pub(super) latency: hdrhistogram::Histogram<u64>,
     pub(super) last_publish_ns: u64,
@@ -923,12 +924,14 @@ impl Core {
         n
     }
 
-    /// Records ingest-to-write latency for the ticks the last [`Core::pump`] queued,
-    /// written at `written_ns`.
+    /// Records ingest-to-write (and `ts_event`-to-write) latency for the ticks the last
+    /// [`Core::pump`] queued, written at `written_ns`.
     pub fn record_latency(&mut self, written_ns: u64) {
-        for ts in self.batch_ts.drain(..) {
+        let histograms = &self.stats.cores[self.id].latency;
+        for (ts, event) in self.batch_ts.drain(..) {
             self.latency
                 .saturating_record(written_ns.saturating_sub(ts));
+            histograms.record(written_ns, ts, event);
         }
         if self.last_publish_ns == 0 && !self.latency.is_empty() {
             self.last_publish_ns = written_ns;
@@ -1030,7 +1033,7 @@ impl Core {
             }
         }
         if queued {
-            self.batch_ts.push(t.ts_recv);
+            self.batch_ts.push((t.ts_recv, t.ts_event));
         }
     }
 

@@ -249,7 +249,7 @@ impl Client<'_> {
             .await?;
         ws.flush().await?;
         let status = &self.ctx.status;
-        status.connected.store(1, Ordering::Relaxed);
+        status.set_connected();
         tracing::info!(feed = %status.name, url = %self.cfg.url_for(self.venue), "connected and subscribed");
 
         let silence = bounded_ms(self.cfg.heartbeat_timeout_ms);
@@ -347,7 +347,7 @@ pub fn run(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
         }
     };
     runtime.block_on(run_async(venue, cfg, ctx));
-    ctx.status.connected.store(0, Ordering::Relaxed);
+    ctx.status.set_disconnected(now_ns());
 }
 
 async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
@@ -402,7 +402,7 @@ async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
             r = client.session(&mut delivered) => r,
             () = stopping(ctx) => Ok(End::Stop),
         };
-        ctx.status.connected.store(0, Ordering::Relaxed);
+        ctx.status.set_disconnected(now_ns());
         match result {
             Ok(End::Stop) => break,
             Err(e) => {

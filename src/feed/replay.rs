@@ -255,13 +255,16 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
     let mut pacer = Pacer::new(cfg.speed);
     let mut line = Vec::with_capacity(1024);
     let status = &ctx.status;
-    status.connected.store(1, Ordering::Relaxed);
+    status.set_connected();
     tracing::info!(path = %cfg.path.display(), %venue, speed = cfg.speed, "replay started");
+    // Set when the replay stops short of the end: it then counts as a lost source.
+    let mut failed = false;
     'passes: loop {
         let file = match File::open(&cfg.path) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(path = %cfg.path.display(), error = %e, "replay: cannot open capture");
+                failed = true;
                 break;
             }
         };
@@ -277,6 +280,7 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(path = %cfg.path.display(), error = %e, "replay: read failed");
+                    failed = true;
                     break 'passes;
                 }
             };
@@ -316,8 +320,7 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
         normalizer.reset();
         pacer.restart();
     }
-    status.connected.store(0, Ordering::Relaxed);
-    tracing::info!(feed = %status.name, "replay finished");
+    end(status, failed);
 }
 
 /// The feed tick of one capture record: its symbol by name (through `names`, with
@@ -395,8 +398,9 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
     let prefix = cfg.symbol_prefix.as_deref().unwrap_or("");
     let mut pacer = Pacer::new(cfg.speed);
     let status = &ctx.status;
-    status.connected.store(1, Ordering::Relaxed);
+    status.set_connected();
     tracing::info!(path = %cfg.path.display(), speed = cfg.speed, "replay of a tickcast capture started");
+    let mut failed = false;
     'passes: loop {
         let mut reader = match File::open(&cfg.path)
             .map_err(crate::capture::CaptureError::from)
@@ -405,6 +409,7 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(path = %cfg.path.display(), error = %e, "replay: cannot open capture");
+                failed = true;
                 break;
             }
         };
@@ -432,7 +437,8 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
                     continue;
                 }
                 Err(e) => {
-                    // The rest of the file cannot be framed: stop this pass.
+                    // The rest of the file cannot be framed (a recording cut short
+                    // ends so): this pass ends here, counted.
                     status.parse_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(path = %cfg.path.display(), error = %e, "replay: bad capture");
                     break;
@@ -457,8 +463,19 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
         }
         pacer.restart();
     }
-    status.connected.store(0, Ordering::Relaxed);
-    tracing::info!(feed = %status.name, "replay finished");
+    end(status, failed);
+}
+
+/// Marks the end of a replay: finished at the end of its capture, or a lost source
+/// when it stopped short (`failed`).
+fn end(status: &super::FeedStatus, failed: bool) {
+    if failed {
+        status.set_disconnected(now_ns());
+        tracing::error!(feed = %status.name, "replay stopped before the end of its capture");
+    } else {
+        status.set_finished();
+        tracing::info!(feed = %status.name, "replay finished");
+    }
 }
 
 #[cfg(test)]

@@ -127,9 +127,7 @@ pub fn run(cfg: &SyntheticConfig, ctx: &FeedContext) {
             tracing::error!(symbol = %s, error = %e, "synthetic feed cannot intern symbol");
         }
     }
-    ctx.status
-        .connected
-        .store(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.status.set_connected();
     let rate = cfg.rate.max(1);
     let burst = Duration::from_micros(cfg.burst_us);
     let start = Instant::now();
@@ -170,9 +168,7 @@ pub fn run(cfg: &SyntheticConfig, ctx: &FeedContext) {
             std::thread::sleep(wait.min(Duration::from_millis(50)));
         }
     }
-    ctx.status
-        .connected
-        .store(0, std::sync::atomic::Ordering::Relaxed);
+    ctx.status.set_finished();
 }
 
 #[cfg(test)]
