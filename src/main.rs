@@ -8,6 +8,10 @@ use tickcast::config::Config;
 use tickcast::feed::FeedSpec;
 use tickcast::server::Server;
 
+mod cli {
+    pub mod capture;
+}
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -23,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the server (the default command).
     Serve(ServeArgs),
+    /// Look into capture files and convert them (info, export, cat).
+    Capture(cli::capture::CaptureArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -71,7 +77,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let args = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => args,
+        Command::Capture(args) => return cli::capture::run(args),
+    };
     let config = build_config(args)?;
     let (http, ws) = if config.tls.is_some() {
         ("https", "wss")
