@@ -21,6 +21,8 @@
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
 //!   resume); [`capture`] files record its sessions for the replay feed. It and the
 //!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
+//! - [`recorder`]: the rolling recorder, a sequencer sink that writes every sequenced
+//!   tick into rotated capture files (`[record]`).
 //! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
 //!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
 //! - [`server`]: wires it all together; [`config`] holds every setting and
@@ -46,6 +48,7 @@ pub mod outbox;
 pub mod park;
 pub mod protocol;
 pub mod publish;
+pub mod recorder;
 pub mod ring;
 pub mod seqlock;
 pub mod sequencer;

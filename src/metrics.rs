@@ -151,6 +151,7 @@ pub fn render(stats: &Stats) -> String {
     drop(feeds);
 
     stats.bus.render_metrics(&mut out);
+    stats.recorder.render_metrics(&mut out);
 
     let name = "tickcast_ingest_to_write_latency_seconds";
     header(
