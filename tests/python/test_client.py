@@ -99,22 +99,64 @@ def test_gap_detector_rules():
     assert [(g.symbol, g.missed) for g in d.end_message(16 + 72)] == [("A", 2)]
 
 
-def test_to_dataframe_has_floats_and_raw_integers():
+def test_to_dataframe_prices_are_exact_by_default_and_fixed_or_float_on_request():
     records = [
         (1, 1, 0, 0, 7, 1_700_000_000_000_000_000, 1_700_000_000_000_000_001, 1, 0,
-         81_636_000_000, 200_000_000, 81_636_000_000, 81_636_000_000),
+         81_636_000_000, 10_000_000, 81_636_000_000, 81_636_000_000),
         (2, 0, 0, 1, 3, 1_700_000_000_000_000_002, 1_700_000_000_000_000_003, 1, 0,
-         9_950_000_000, 300_000_000, 9_975_000_000, 100_000_000),
+         9_950_000_000, 300_000_000, 9_975_000_000, (1 << 63) - 1),
     ]
     _, arr = tickcast.decode(tickcast.encode(records))
     df = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"})
     assert list(df["symbol"]) == ["SYM0", "SYM1"]
     assert list(df["kind"]) == ["trade", "quote"]
-    assert df["price"][0] == 816.36 and df["size"][0] == 2.0
-    assert np.isnan(df["price"][1]) and df["bid_px"][1] == 99.5 and df["ask_sz"][1] == 1.0
+    # Exact: 0.1 is 0.1, and the largest size keeps every digit.
+    assert df["price"][0] == Decimal("816.36") and str(df["size"][0]) == "0.10000000"
+    assert df["ask_sz"][1] == Decimal("92233720368.54775807")
+    assert df["price"][1] is None and df["bid_px"][0] is None
     assert df["value0"][0] == 81_636_000_000 and df["value0"].dtype == np.int64
     assert list(df["snapshot"]) == [True, False]
     assert str(df["time"][0]) == "2023-11-14 22:13:20+00:00"
+
+    fixed = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"}, prices="fixed")
+    assert str(fixed["price"].dtype) == "Int64" and fixed["price"][0] == 81_636_000_000
+    assert fixed["price"].isna().tolist() == [False, True]
+    assert fixed["ask_sz"][1] == (1 << 63) - 1
+
+    floats = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"}, prices="float")
+    assert floats["price"][0] == 816.36 and floats["size"][0] == 0.1
+    assert np.isnan(floats["price"][1]) and floats["bid_px"][1] == 99.5
+    with pytest.raises(ValueError, match="prices='exact'"):
+        tickcast.to_dataframe(arr, prices="exact")
+
+
+def test_read_capture_with_prices_yields_records_in_each_form(tmp_path):
+    path = tmp_path / "c.tcrec"
+    recs = random_records(50, seed=7)
+    with open(path, "wb") as f, tickcast.CaptureWriter(f, {0: "A"}) as w:
+        w.message(tickcast.encode(recs[:20], ts_out=5))
+        w.message(tickcast.encode(recs[20:], ts_out=6))
+    for form, conv in (
+        ("decimal", lambda v: Decimal(v).scaleb(-8)),
+        ("fixed", int),
+        ("float", lambda v: v / tickcast.SCALE),
+    ):
+        got = list(tickcast.read_capture(str(path), prices=form))
+        assert len(got) == 50
+        for i, (r, want) in enumerate(zip(got, recs)):
+            kind, flags, _, sid, seq, ts_event, ts_recv, count, _, *values = want
+            assert (r.kind, r.flags, r.symbol_id, r.seq, r.count) == (
+                {1: "trade", 2: "quote"}[kind], flags, sid, seq, count)
+            assert (r.ts_event, r.ts_recv, r.ts_out) == (ts_event, ts_recv, 5 if i < 20 else 6)
+            named = (r.price, r.size, r.high, r.low) if kind == 1 else (r.bid_px, r.bid_sz, r.ask_px, r.ask_sz)
+            other = (r.bid_px, r.bid_sz, r.ask_px, r.ask_sz) if kind == 1 else (r.price, r.size, r.high, r.low)
+            assert named == tuple(conv(v) for v in values) and other == (None,) * 4
+            assert r.symbol == ("A" if sid == 0 else None)
+    assert list(tickcast.Record._fields) == [
+        "ts_event", "ts_recv", "ts_out", "symbol", "symbol_id", "seq", "kind", "flags", "count",
+        "price", "size", "high", "low", "bid_px", "bid_sz", "ask_px", "ask_sz"]
+    with pytest.raises(ValueError, match="expected one of"):
+        next(tickcast.read_capture(str(path), prices="exact"))
 
 
 def test_capture_round_trip_in_python():

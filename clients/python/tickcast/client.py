@@ -71,9 +71,9 @@ class Ticks:
         """Boolean mask of the records carrying ``flag`` (``tickcast.FLAG_*``)."""
         return (self.records["flags"] & flag) != 0
 
-    def to_dataframe(self) -> Any:
+    def to_dataframe(self, prices: str = "decimal") -> Any:
         """The records as a pandas DataFrame (see :func:`tickcast.to_dataframe`)."""
-        return to_dataframe(self.records, self.names)
+        return to_dataframe(self.records, self.names, prices)
 
 
 @dataclass(frozen=True)
