@@ -19,12 +19,14 @@
 //! - [`run`]: threads, the in-process server, progress, drain, the final [`report::Summary`].
 //! - [`report`]: the summary (JSON), the percentile table, the `.hgrm` file, `compare`.
 //! - [`plot`]: the percentile spectrum as SVG, several runs on one plot.
+//! - [`idle`]: `loadgen idle`, the server's memory per idle subscribed connection.
 //!
 //! Latency is receive time (CLOCK_REALTIME) − `ts_event`, so client and server must
 //! share a clock: on one host they do.
 
 pub mod client;
 pub mod decode;
+pub mod idle;
 pub mod plot;
 pub mod recorder;
 pub mod report;
