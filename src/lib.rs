@@ -19,7 +19,9 @@
 //!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
-//!   resume); [`capture`] files record its sessions for the replay feed. It and the
+//!   resume); [`capture`] files record its sessions for the replay feed and for
+//!   analysis (`tickcast capture info|export|cat`: [`capture::export`],
+//!   [`capture::inspect`]). It and the
 //!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
 //! - [`recorder`]: the rolling recorder, a sequencer sink that writes every sequenced
 //!   tick into rotated capture files (`[record]`).
