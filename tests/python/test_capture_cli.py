@@ -184,20 +184,50 @@ def peak_rss_kib(*args):
     return usage.ru_maxrss
 
 
+def repeated(recorded, path, copies):
+    """A capture of `recorded`'s messages written `copies` times over."""
+    msgs = list(tickcast.read_capture(str(recorded)))
+    with open(path, "wb") as f, tickcast.CaptureWriter(f, msgs[0][1]) as w:
+        for _ in range(copies):
+            for m, _ in msgs:
+                w.message(m)
+    return path
+
+
+def test_a_progress_bar_on_a_terminal_only(recorded, tmp_path):
+    big = repeated(recorded, tmp_path / "big.tcrec", 5)
+    args = [BINARY, "capture", "export", str(big), "--format", "parquet", "-o", str(tmp_path / "big.parquet")]
+    # Standard error on a pseudo-terminal, as in an interactive shell.
+    master, slave = os.openpty()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=WAIT) == 0
+    os.close(master)
+    text = seen.decode(errors="replace")
+    assert str(big) in text and "MiB" in text and "=" in text, text[-500:]
+    # Not a terminal: only the closing line.
+    done = run(*args)
+    assert done.stderr.strip().splitlines() == [f"{5 * len(reference(recorded))} records exported"], done.stderr
+
+
 def test_a_large_capture_exports_in_bounded_memory(recorded, tmp_path):
     """The same recorded messages written 10 and 40 times over (about 200,000 and
     800,000 records) exported to Parquet, which buffers a row group: four times the
     input, about the same peak memory (a writer that held the whole output would
     grow by more than the output's growth, about 5 MiB; one that held the rows, by
     far more)."""
-    msgs = list(tickcast.read_capture(str(recorded)))
     rss, size, out_size = {}, {}, {}
     for copies in (10, 40):
-        path = tmp_path / f"x{copies}.tcrec"
-        with open(path, "wb") as f, tickcast.CaptureWriter(f, msgs[0][1]) as w:
-            for _ in range(copies):
-                for m, _ in msgs:
-                    w.message(m)
+        path = repeated(recorded, tmp_path / f"x{copies}.tcrec", copies)
         out = tmp_path / f"x{copies}.parquet"
         rss[copies] = peak_rss_kib(BINARY, "capture", "export", str(path), "--format", "parquet", "-o", str(out))
         size[copies], out_size[copies] = os.path.getsize(path), os.path.getsize(out)
