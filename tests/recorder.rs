@@ -1,5 +1,5 @@
 //! The rolling recorder (`[record]`) on a running server: rotation, `keep`, every
-//! sequenced tick in the files, and a full disk (a real 2 MiB tmpfs, which needs
+//! sequenced tick in the files, the directory replayed as one, and a full disk (a real 2 MiB tmpfs, which needs
 //! root: the test fails, loudly, without it) that is logged and counted while
 //! subscribers get every tick.
 
@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use tickcast::capture::{CaptureReader, Entry};
 use tickcast::client::{Client, Event, Options};
+use tickcast::feed::replay::ReplayConfig;
+use tickcast::feed::FeedSpec;
 use tickcast::lvc::LastValueCache;
 use tickcast::recorder::RecordConfig;
+use tickcast::server::Server;
 use tickcast::symbol::SymbolTable;
 
 /// A directory under the system's temporary directory, removed on drop.
@@ -83,8 +86,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// One record as read back: symbol name, seq.
-type Recorded = (String, u64);
+/// One record as read back: symbol name, seq, values.
+type Recorded = (String, u64, [i64; 4]);
 
 /// Reads a file to its end (any error fails the test); every record must be named by
 /// the file's own header or `symbols` entries.
@@ -109,7 +112,11 @@ fn read_file(path: &Path) -> Vec<Recorded> {
                     let name = names
                         .get(&id)
                         .unwrap_or_else(|| panic!("{}: id {id} has no name", path.display()));
-                    out.push((name.clone(), r.seq.to_native()));
+                    out.push((
+                        name.clone(),
+                        r.seq.to_native(),
+                        r.values.map(|v| v.to_native()),
+                    ));
                 }
             }
         }
@@ -209,12 +216,14 @@ fn the_recorder_rotates_keeps_and_records_every_sequenced_tick() {
     // The kept files, in name order, hold every tick of each symbol from where they
     // start to the last one sequenced, each once, in order.
     let mut by_symbol: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut last_values: HashMap<String, [i64; 4]> = HashMap::new();
     let mut records = 0;
     for f in &kept {
         let recs = read_file(f);
         records += recs.len();
-        for (name, seq) in recs {
-            by_symbol.entry(name).or_default().push(seq);
+        for (name, seq, values) in recs {
+            by_symbol.entry(name.clone()).or_default().push(seq);
+            last_values.insert(name, values);
         }
     }
     assert_eq!(by_symbol.len(), 20);
@@ -236,6 +245,29 @@ fn the_recorder_rotates_keeps_and_records_every_sequenced_tick() {
     assert!(infos.iter().all(|i| i["gaps"] == 0 && i["fault"].is_null()));
     let total: u64 = infos.iter().map(|i| i["records"].as_u64().unwrap()).sum();
     assert_eq!(total, records as u64);
+
+    // The directory replays as one stream (the replay feed plays its captures in name
+    // order, the user's file skipped): every record, each symbol ending on the values
+    // it ended on in the files.
+    let mut replay = ReplayConfig::new(&dir.0);
+    replay.speed = 0.0;
+    let mut replayer = common::config(0, 0);
+    replayer.feeds = vec![FeedSpec::Replay(replay)];
+    let second = Server::start(replayer).unwrap();
+    let stats = second.stats().clone();
+    wait_until("the replay", || {
+        stats.sequencer.ticks.load(Relaxed) >= records as u64
+    });
+    let mut names = Vec::new();
+    second.symbols().names_since(0, &mut names);
+    assert_eq!(names.len(), 20);
+    for (id, name) in names.iter().enumerate() {
+        let latest = second.lvc().latest(id as u32);
+        let last = latest.in_seq_order().max_by_key(|t| t.seq).unwrap();
+        assert_eq!(last.body.values(), last_values[&name.to_string()], "{name}");
+    }
+    second.shutdown();
+    assert_eq!(stats.sequencer.ticks.load(Relaxed), records as u64);
 }
 
 #[test]
