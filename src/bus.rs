@@ -397,7 +397,7 @@ pub(crate) async fn connect(
                 match &event {
                     async_nats::Event::Connected => status.bus.set_connected(),
                     async_nats::Event::Disconnected => {
-                        status.bus.set_disconnected(crate::feed::now_ns())
+                        status.bus.set_disconnected(crate::clock::now_ns())
                     }
                     _ => {}
                 }

@@ -325,7 +325,7 @@ impl Client {
         } else {
             None
         };
-        let seed = options.jitter_seed.unwrap_or_else(crate::feed::now_ns);
+        let seed = options.jitter_seed.unwrap_or_else(crate::clock::now_ns);
         let mut client = Client {
             backoff: Backoff::new(
                 Duration::from_millis(options.backoff_initial_ms),

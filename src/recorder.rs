@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::capture::{CaptureError, CaptureHeader, CaptureWriter, SymbolEntry};
-use crate::feed::now_ns;
+use crate::clock::now_ns;
 use crate::sequencer::{Batch, BatchSink};
 use crate::stats::Stats;
 use crate::symbol::Symbol;

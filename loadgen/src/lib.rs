@@ -37,5 +37,5 @@ pub mod settings;
 
 /// Current time, ns since the Unix epoch (CLOCK_REALTIME), the clock `ts_event` uses.
 pub fn now_ns() -> u64 {
-    tickcast::feed::now_ns()
+    tickcast::clock::now_ns()
 }

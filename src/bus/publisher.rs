@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use super::codec;
+use crate::clock::now_ns;
 use crate::config::Config;
-use crate::feed::now_ns;
 use crate::lvc::LastValueCache;
 use crate::sequencer::{Batch, BatchSink};
 use crate::stats::Stats;
