@@ -589,7 +589,7 @@ async fn read_loop(
                 };
                 break Incoming::Ended {
                     reason: format!("closed by the server: {code} {reason}"),
-                    going_away: code == 1001,
+                    going_away: code == crate::wire::CloseCode::GoingAway.as_u16(),
                 };
             }
             _ => continue,

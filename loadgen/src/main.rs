@@ -123,6 +123,9 @@ struct RunArgs {
     /// Token for /publish (the server's publish_token).
     #[arg(long)]
     token: Option<String>,
+    /// Process id of the server at --url: its CPU time goes in the report.
+    #[arg(long, requires = "url")]
+    server_pid: Option<u32>,
     /// In-process server: synthetic feed rate, ticks/s over all symbols (0 = no feed).
     #[arg(long)]
     rate: Option<u64>,
@@ -228,6 +231,9 @@ impl RunArgs {
         }
         if self.token.is_some() {
             s.publish_token = self.token.clone();
+        }
+        if self.server_pid.is_some() {
+            s.server_pid = self.server_pid;
         }
         s.pin |= self.pin;
         s.validate()?;

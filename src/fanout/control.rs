@@ -27,8 +27,13 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket of `burst` tokens at `now_ns`.
     pub fn full(burst: u32, now_ns: u64) -> TokenBucket {
+        TokenBucket::full_of(f64::from(burst), now_ns)
+    }
+
+    /// A full bucket of `burst` tokens (a fractional amount, such as bytes).
+    pub fn full_of(burst: f64, now_ns: u64) -> TokenBucket {
         TokenBucket {
-            tokens: f64::from(burst),
+            tokens: burst,
             at_ns: now_ns,
         }
     }
@@ -36,15 +41,27 @@ impl TokenBucket {
     /// Takes one token at `now_ns`, refilling at `rate` a second up to `burst`; false
     /// when none is left.
     pub fn take(&mut self, rate: u32, burst: u32, now_ns: u64) -> bool {
-        let elapsed = now_ns.saturating_sub(self.at_ns) as f64 / 1e9;
-        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
-        self.at_ns = now_ns.max(self.at_ns);
+        self.refill(f64::from(rate), f64::from(burst), now_ns);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Spends `amount` tokens at `now_ns`, into debt if need be. Returns `None` while
+    /// the bucket is not in debt, else how long (ns) until it is out of it.
+    pub fn spend(&mut self, amount: f64, rate: f64, burst: f64, now_ns: u64) -> Option<u64> {
+        self.refill(rate, burst, now_ns);
+        self.tokens -= amount;
+        (self.tokens < 0.0).then(|| (-self.tokens / rate * 1e9).ceil() as u64)
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now_ns: u64) {
+        let elapsed = now_ns.saturating_sub(self.at_ns) as f64 / 1e9;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at_ns = now_ns.max(self.at_ns);
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Control output queued above which the connection's input is not read.
     pub max_pending_control_bytes: usize,
+    /// Input bytes per second per connection (sustained).
+    pub max_input_bytes_per_sec: u64,
     /// Control messages per second per connection (sustained).
     pub control_messages_per_sec: u32,
     /// Control messages in a burst.
@@ -81,6 +83,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The input budget's burst, in bytes: a second's worth, or two of the largest
+    /// messages, whichever is more.
+    pub fn input_burst(&self) -> f64 {
+        (self.max_input_bytes_per_sec as f64).max(2.0 * self.max_message_bytes as f64)
+    }
+
     /// The settings of `config`.
     pub fn from_config(config: &Config) -> Settings {
         let ms = 1_000_000;
@@ -93,6 +101,7 @@ impl Settings {
             idle_timeout_ns: config.idle_timeout_ms * ms,
             max_message_bytes: config.max_control_message_bytes,
             max_pending_control_bytes: config.limits.max_pending_control_bytes,
+            max_input_bytes_per_sec: config.limits.max_input_bytes_per_sec,
             control_messages_per_sec: config.limits.control_messages_per_sec,
             control_burst: config.limits.control_burst,
             max_subscriptions: config.limits.max_subscriptions_per_connection,
@@ -162,6 +171,10 @@ pub struct Conn {
     /// What an authenticated client may subscribe to; `None` when auth is off.
     pub(super) entitlements: Option<Arc<Entitlements>>,
     pub(super) bucket: TokenBucket,
+    /// Input budget in bytes; in debt, the input is not read until `throttled_until`.
+    pub(super) input_budget: TokenBucket,
+    /// When a throttled connection's input may be read again (0: not throttled).
+    pub(super) throttled_until: u64,
     /// Messages dropped by the rate limit since the last error reply said so.
     pub(super) rate_dropped: u64,
     /// The close code sent or received, for the log.
@@ -375,6 +388,8 @@ impl Core {
             last_ping_ns: 0,
             entitlements,
             bucket: TokenBucket::full(self.settings.control_burst, now),
+            input_budget: TokenBucket::full_of(self.settings.input_burst(), now),
+            throttled_until: 0,
             rate_dropped: 0,
             close_code: None,
             records_out: 0,
@@ -404,7 +419,11 @@ impl Core {
     pub fn io_state(&self, key: ConnId) -> Option<IoState> {
         let c = self.conns.get(key)?;
         Some(IoState {
-            read: !c.paused && !c.closing && !c.dead && !c.frames.is_closed(),
+            read: !c.paused
+                && c.throttled_until == 0
+                && !c.closing
+                && !c.dead
+                && !c.frames.is_closed(),
             backlog: !c.backlog.is_empty() && !c.paused && !c.closing,
             blocked: c.blocked,
             closing: c.closing,
@@ -439,6 +458,23 @@ impl Core {
             return; // a closing connection's input is read and dropped by the shell
         }
         conn.last_seen_ns = now;
+        let rate = self.settings.max_input_bytes_per_sec as f64;
+        let burst = self.settings.input_burst();
+        if let Some(wait) = conn
+            .input_budget
+            .spend(input.len() as f64, rate, burst, now)
+        {
+            // Sending faster than its budget: what was read is processed, but nothing
+            // more is read until the budget is out of debt.
+            if conn.throttled_until == 0 {
+                self.core_stats().input_throttled.fetch_add(1, Relaxed);
+            }
+            let conn = &mut self.conns[key];
+            conn.throttled_until = now + wait;
+            self.arm_scan(now + wait);
+            self.wake(key);
+        }
+        let conn = &mut self.conns[key];
         if conn.paused || !conn.backlog.is_empty() {
             conn.backlog.extend_from_slice(input);
             return;

@@ -7,7 +7,10 @@
 //!   `slow consumer`;
 //! - one that sent nothing (not even a pong) for `ping_interval_ms` is pinged;
 //! - one that sent nothing for `idle_timeout_ms` is closed with 4010
-//!   `heartbeat timeout` and freed at once (a vanished peer never reads the close).
+//!   `heartbeat timeout` and freed at once (a vanished peer never reads the close);
+//!
+//! and one more: a connection whose input was throttled (it sent faster than
+//! `max_input_bytes_per_sec`) is read again once its budget is out of debt.
 //!
 //! The scan runs when the earliest of these deadlines is due, so each fires exactly on
 //! time, but at most once per [`MIN_SCAN_GAP_NS`] so that many connections with nearby
@@ -31,9 +34,17 @@ impl Core {
         let mut silent = Vec::new();
         let mut quiet = Vec::new();
         let mut next = u64::MAX;
+        let mut unthrottle = Vec::new();
         for (k, c) in self.conns.iter() {
             if !c.live() {
                 continue;
+            }
+            if c.throttled_until != 0 {
+                if now >= c.throttled_until {
+                    unthrottle.push(k);
+                } else {
+                    next = next.min(c.throttled_until);
+                }
             }
             let queued = !c.out.pending().is_empty();
             let ping_due = c.last_seen_ns.max(c.last_ping_ns) + ping;
@@ -55,6 +66,10 @@ impl Core {
             if queued {
                 next = next.min(c.last_progress_ns + stall);
             }
+        }
+        for key in unthrottle {
+            self.conns[key].throttled_until = 0;
+            self.wake(key);
         }
         for key in stalled {
             self.evict(key, now);

@@ -119,7 +119,16 @@ impl Shell {
         if let Some(suppressed) = self.log.borrow_mut().allow(now) {
             tracing::info!(conn = conn_id, peer = %conn.peer, core = core_id, mode = ?conn.mode, suppressed, "connection opened");
         }
-        tokio::task::spawn_local(run(self.clone(), key, sock, wake, conn.permit, conn.prefix));
+        if !conn.prefix.is_empty() {
+            // Bytes the client sent right behind its handshake (hyper read them).
+            let mut early = conn.prefix.to_vec();
+            self.core.borrow_mut().on_input(key, &mut early, now);
+            self.flush();
+        }
+        // Even an empty `prefix` can hold hyper's whole read buffer alive: drop it
+        // here, not at the end of the connection.
+        drop(conn.prefix);
+        tokio::task::spawn_local(run(self.clone(), key, sock, wake, conn.permit));
     }
 
     fn log_closed(&self, now: u64) {
@@ -251,21 +260,7 @@ pub struct Adopted {
 
 /// One connection's task: reads while the core takes input, writes while its socket is
 /// full, and when the core closes it, flushes, half-closes and lingers.
-async fn run(
-    shell: Rc<Shell>,
-    key: ConnId,
-    sock: Rc<Transport>,
-    wake: Rc<Notify>,
-    permit: Permit,
-    prefix: Bytes,
-) {
-    if !prefix.is_empty() {
-        // Bytes the client sent right behind its handshake (hyper read them).
-        let mut early = prefix.to_vec();
-        drop(prefix);
-        shell.core.borrow_mut().on_input(key, &mut early, now_ns());
-        shell.flush();
-    }
+async fn run(shell: Rc<Shell>, key: ConnId, sock: Rc<Transport>, wake: Rc<Notify>, permit: Permit) {
     let mut more = false;
     let mut closing_since: Option<tokio::time::Instant> = None;
     while let Some(st) = shell.state(key) {

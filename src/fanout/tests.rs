@@ -692,7 +692,10 @@ fn resume_replays_from_the_ring_or_falls_back_to_a_snapshot() {
 /// stall timeout; the other subscriber never notices.
 #[test]
 fn ping_flood_without_reading_is_bounded_then_evicted() {
-    let mut sim = Sim::new(|c| c.stall_timeout_ms = 10_000);
+    let mut sim = Sim::new(|c| {
+        c.stall_timeout_ms = 10_000;
+        c.limits.max_input_bytes_per_sec = 1 << 40;
+    });
     let hostile = sim.connect(Mode::Subscriber);
     let good = sim.connect(Mode::Subscriber);
     sim.subscribe(good, json!({"symbols": ["S0"]}));
@@ -738,7 +741,9 @@ fn ping_flood_without_reading_is_bounded_then_evicted() {
 
 #[test]
 fn invalid_message_flood_earns_bounded_replies() {
-    let mut sim = Sim::new(|_| {});
+    // Input throttling is off the table here (its own test below): the replies alone
+    // must stay bounded.
+    let mut sim = Sim::new(|c| c.limits.max_input_bytes_per_sec = 1 << 40);
     let k = sim.connect(Mode::Subscriber);
     sim.stall(k, 0);
     let bad = client_frame(true, OP_TEXT, b"x", MASK);
@@ -910,4 +915,53 @@ fn idle_connection_holds_no_buffers() {
     assert!(c.out.capacity() <= super::outbox::KEEP_CAPACITY);
     assert_eq!(c.frames.heap_bytes(), 0);
     assert_eq!(c.backlog.capacity(), 0);
+}
+
+/// A client that sends faster than `max_input_bytes_per_sec` is not read until its
+/// budget refills: what it can make the core parse is bounded by the rate.
+#[test]
+fn input_over_its_byte_budget_is_throttled() {
+    let mut sim = Sim::new(|c| {
+        c.limits.max_input_bytes_per_sec = 100_000;
+        c.max_control_message_bytes = 1024;
+    });
+    let k = sim.connect(Mode::Subscriber);
+    let pong = client_frame(true, OP_PONG, &[0; 100], MASK);
+    let mut chunk = Vec::new();
+    while chunk.len() < 10_000 {
+        chunk.extend_from_slice(&pong);
+    }
+    let start = sim.now;
+    let mut read = 0usize;
+    // Ten seconds in which the client would send 64 MB: it gets read at the rate.
+    while sim.now < start + 10 * SEC {
+        if sim.core.io_state(k).unwrap().read {
+            sim.send_raw(k, &chunk);
+            read += chunk.len();
+        }
+        sim.run_until(sim.now + MS);
+    }
+    // The burst (100 kB) plus 100 kB/s, give or take one chunk.
+    assert!(
+        read <= 100_000 + 10 * 100_000 + chunk.len(),
+        "{read} bytes read"
+    );
+    assert!(read >= 10 * 100_000 - chunk.len(), "{read} bytes read");
+    assert!(
+        sim.core
+            .core_stats()
+            .input_throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+/// The per-connection state is small (it is most of what an idle connection costs).
+#[test]
+fn per_connection_state_stays_small() {
+    let conn = std::mem::size_of::<super::core::Conn>();
+    let sub = std::mem::size_of::<super::subscriptions::Sub>();
+    eprintln!("Conn {conn} bytes, Sub {sub} bytes");
+    assert!(conn <= 640, "Conn is {conn} bytes");
+    assert!(sub <= 64, "Sub is {sub} bytes");
 }
