@@ -14,7 +14,11 @@
 //! [`CaptureWriter`] writes one (the `record` example does, through the client),
 //! gathering messages into blocks of about [`BLOCK_RECORD_BYTES`];
 //! [`CaptureReader`] reads one with a bounded buffer, whatever the file holds: a bad
-//! file is an error, never a panic or an unbounded allocation.
+//! file is an error, never a panic or an unbounded allocation. [`export`] turns one
+//! into CSV, JSON lines or Parquet and [`inspect`] summarises one (`tickcast capture`).
+
+pub mod export;
+pub mod inspect;
 
 use std::io::{self, Read, Write};
 
@@ -475,6 +479,12 @@ impl<R: Read> CaptureReader<R> {
     /// The headers: creation time, the initial symbol map, the source.
     pub fn header(&self) -> &CaptureHeader {
         &self.header
+    }
+
+    /// Bytes of the file read so far: the offset of the next entry, once an entry was
+    /// read whole (or its bad block skipped).
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Reads `len` bytes and their padding into `buf`.

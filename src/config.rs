@@ -167,6 +167,9 @@ pub struct Config {
     pub readiness: crate::readiness::ReadinessConfig,
     /// The feeds to run. Default: one synthetic feed.
     pub feeds: Vec<FeedSpec>,
+    /// The rolling recorder: every sequenced tick into rotated capture files
+    /// (`[record]`); absent (the default) records nothing.
+    pub record: Option<crate::recorder::RecordConfig>,
 }
 
 /// Settings of `[tls]`.
@@ -259,6 +262,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             readiness: crate::readiness::ReadinessConfig::default(),
             feeds: vec![FeedSpec::default()],
+            record: None,
         }
     }
 }
@@ -430,6 +434,16 @@ impl Config {
             ));
         }
         crate::bus::validate(self)?;
+        if let Some(record) = &self.record {
+            record.validate().map_err(ConfigError::Invalid)?;
+            if self.role == crate::bus::Role::Edge {
+                return Err(ConfigError::Invalid(
+                    "[record] records what a node sequences: an edge sequences nothing \
+                     (record on the ingest)"
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -547,6 +561,19 @@ mod tests {
         assert!(e.to_string().contains("listne"), "{e}");
         let e = Config::parse("low_water_bytes = 10\nhigh_water_bytes = 5").unwrap_err();
         assert!(e.to_string().contains("low_water_bytes"), "{e}");
+    }
+
+    #[test]
+    fn record_section() {
+        let c = Config::parse("[record]\ndir = \"/var/lib/tickcast\"\nrotate_mb = 64\n").unwrap();
+        let r = c.record.unwrap();
+        assert_eq!((r.rotate_mb, r.keep), (64, 24));
+        let e = Config::parse("[record]\nrotate_mb = 64\n").unwrap_err();
+        assert!(e.to_string().contains("record.dir"), "{e}");
+        let e = Config::parse("role = \"edge\"\n[record]\ndir = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("edge"), "{e}");
+        let e = Config::parse("[record]\ndir = \"x\"\nrotate = 1\n").unwrap_err();
+        assert!(e.to_string().contains("rotate"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,6 @@ pub mod thread;
 mod tests;
 
 pub use self::conflation::{Conflator, RateGate};
-pub use self::core::{ConnId, Core, IoState, Mode, Settings};
+pub use self::core::{ConnId, Core, IoState, Mode, RingMark, Settings};
 pub use self::outbox::{Format, Outbox};
 pub use self::thread::{spawn, CoreHandle, Handle};

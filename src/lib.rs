@@ -21,8 +21,12 @@
 //!   (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
-//!   resume); [`capture`] files record its sessions for the replay feed. It and the
+//!   resume); [`capture`] files record its sessions for the replay feed and for
+//!   analysis (`tickcast capture info|export|cat`: [`capture::export`],
+//!   [`capture::inspect`]). It and the
 //!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
+//! - [`recorder`]: the rolling recorder, a sequencer sink that writes every sequenced
+//!   tick into rotated capture files (`[record]`).
 //! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
 //!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
 //! - [`server`]: wires it all together and owns the [`app::App`] state the parts
@@ -51,6 +55,7 @@ pub mod park;
 pub mod protocol;
 pub mod publish;
 pub mod readiness;
+pub mod recorder;
 pub mod ring;
 pub mod seqlock;
 pub mod sequencer;

@@ -13,6 +13,10 @@ use tickcast::config::{Config, Layered, LogFormat};
 use tickcast::feed::FeedSpec;
 use tickcast::server::Server;
 
+mod cli {
+    pub mod capture;
+}
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -37,6 +41,8 @@ enum Command {
     /// Validate a config file (with the `TICKCAST_` environment over it) and print the
     /// effective settings as TOML.
     CheckConfig(CheckConfigArgs),
+    /// Look into capture files and convert them (info, export, cat).
+    Capture(cli::capture::CaptureArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Capture(args)) => cli::capture::run(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

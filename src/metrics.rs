@@ -189,6 +189,7 @@ pub fn render(stats: &Stats, readiness: &ReadinessConfig) -> String {
     let _ = writeln!(out, "tickcast_ready {}", u8::from(ready));
 
     stats.bus.render_metrics(&mut out);
+    stats.recorder.render_metrics(&mut out);
 
     type Pick = fn(&crate::stats::CoreLatency) -> &LatencyHistogram;
     let histograms: [(&str, &str, Pick); 2] = [

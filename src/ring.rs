@@ -196,6 +196,21 @@ impl Reader {
         }
     }
 
+    /// The ring's head now, a bound for [`Reader::read_before`]. Taken before the
+    /// caller reads its clock, it makes every tick read up to it older than that reading.
+    pub fn mark(&self) -> u64 {
+        self.ring.head()
+    }
+
+    /// [`Reader::read`] for positions before `limit` (a [`Reader::mark`]) only: the
+    /// ones past it are [`Read::Empty`] until the next mark.
+    pub fn read_before(&mut self, limit: u64) -> Read {
+        if self.next >= limit {
+            return Read::Empty;
+        }
+        self.read()
+    }
+
     /// Moves to the current head after a lap; returns how many positions were skipped.
     /// The caller recovers the skipped values from the last-value cache: because the
     /// sequencer updates the cache before it publishes, everything below the new

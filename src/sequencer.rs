@@ -42,7 +42,8 @@ pub struct Batch<'a> {
 }
 
 /// Receives every batch the sequencer publishes, in order, on the sequencer's thread:
-/// an ingest node's way onto the bus. It must not block: the sequencer waits for it.
+/// an ingest node's way onto the bus, the recorder's way to disk. It must not block:
+/// the sequencer waits for it.
 pub trait BatchSink: Send {
     /// Takes one batch, after the ring and the cache have it.
     fn publish(&mut self, batch: &Batch<'_>);
@@ -87,8 +88,9 @@ pub struct Sequencer {
     lvc: LvcWriter,
     ring: Publisher,
     stats: Arc<SequencerStats>,
-    /// Where each batch goes after publication (ingest nodes only).
-    sink: Option<Box<dyn BatchSink>>,
+    /// Where each batch goes after publication (the bus of an ingest node, the
+    /// recorder), in the order they were added.
+    sinks: Vec<Box<dyn BatchSink>>,
     /// The current batch's ticks, kept only when there is a sink.
     batch: Vec<Tick>,
     /// Symbol ids below this were handed to the sink already.
@@ -122,7 +124,7 @@ impl Sequencer {
             lvc,
             ring,
             stats,
-            sink: None,
+            sinks: Vec::new(),
             batch: Vec::new(),
             announced: 0,
             announce_pending: false,
@@ -131,9 +133,10 @@ impl Sequencer {
         }
     }
 
-    /// Hands every batch to `sink` after publishing it (an ingest node's bus).
+    /// Hands every batch to `sink` after publishing it (an ingest node's bus, the
+    /// recorder), after the sinks added before it.
     pub fn with_sink(mut self, sink: Box<dyn BatchSink>) -> Sequencer {
-        self.sink = Some(sink);
+        self.sinks.push(sink);
         self.batch.reserve(MAX_BATCH);
         self
     }
@@ -175,7 +178,7 @@ impl Sequencer {
         // a lap then never misses a tick that was already in the ring.
         self.lvc.update(&tick);
         self.ring.publish(&tick);
-        if self.sink.is_some() {
+        if !self.sinks.is_empty() {
             self.batch.push(tick);
         }
         Ok(tick)
@@ -250,12 +253,12 @@ impl Sequencer {
         self.ring.mark_resync(restart);
     }
 
-    /// Hands the batch published since the last call to the sink, with the names of
+    /// Hands the batch published since the last call to the sinks, with the names of
     /// symbols interned meanwhile.
     fn hand_to_sink(&mut self) {
-        let Some(sink) = self.sink.as_mut() else {
+        if self.sinks.is_empty() {
             return;
-        };
+        }
         self.new_names.clear();
         let from = self.announced;
         if self.announce_pending {
@@ -264,11 +267,14 @@ impl Sequencer {
             self.announced += self.new_names.len();
         }
         if !self.batch.is_empty() || !self.new_names.is_empty() {
-            sink.publish(&Batch {
+            let batch = Batch {
                 ticks: &self.batch,
                 new_symbols_from: from as u32,
                 new_symbols: &self.new_names,
-            });
+            };
+            for sink in &mut self.sinks {
+                sink.publish(&batch);
+            }
         }
         self.batch.clear();
     }
@@ -278,12 +284,19 @@ impl Sequencer {
     pub fn run(mut self, rx: Receiver<FeedTick>, cores: Vec<Arc<Parker>>) {
         while let Ok(first) = rx.recv() {
             // One clock read per batch: every tick of it was in the channel by then,
-            // or arrived within the microseconds the batch takes.
-            let ts_recv = now_ns();
+            // or arrived while the batch was taken. A tick stamped after that read
+            // (the thread was descheduled mid-batch) reads the clock again, so
+            // `ts_recv` never precedes a feed's own `ts_event` by our clock.
+            let mut ts_recv = now_ns();
             self.ingest(&first, ts_recv);
             for _ in 1..MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(ft) => self.ingest(&ft, ts_recv),
+                    Ok(ft) => {
+                        if ft.ts_event > ts_recv {
+                            ts_recv = now_ns();
+                        }
+                        self.ingest(&ft, ts_recv);
+                    }
                     Err(_) => break,
                 }
             }
@@ -364,15 +377,17 @@ mod tests {
     }
 
     #[test]
-    fn sink_gets_each_batch_with_new_names() {
+    fn sinks_get_each_batch_with_new_names() {
         let symbols = Arc::new(SymbolTable::new(8));
         // A feed may intern up front: the names still reach the sink in id order.
         symbols.intern(Symbol::new("PRE").unwrap()).unwrap();
         let (lvc_w, _lvc) = LastValueCache::new(8);
         let (publisher, _ring) = Ring::new(16);
-        let sink = Collect::default();
-        let seen = sink.0.clone();
-        let s = Sequencer::new(symbols, lvc_w, publisher, Arc::default()).with_sink(Box::new(sink));
+        let (sink, second) = (Collect::default(), Collect::default());
+        let (seen, seen_second) = (sink.0.clone(), second.0.clone());
+        let s = Sequencer::new(symbols, lvc_w, publisher, Arc::default())
+            .with_sink(Box::new(sink))
+            .with_sink(Box::new(second));
         let (tx, rx) = crossbeam_channel::bounded(16);
         let ft = |name: &str| FeedTick {
             symbol: Symbol::new(name).unwrap(),
@@ -388,6 +403,11 @@ mod tests {
         assert_eq!(
             got,
             vec![(vec![1, 1, 2], 0, vec!["PRE".into(), "A".into(), "B".into()])]
+        );
+        assert_eq!(
+            *seen_second.lock().unwrap(),
+            got,
+            "every sink gets every batch"
         );
     }
 

@@ -46,6 +46,9 @@ pub enum ServerError {
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Spawn(std::io::Error),
+    /// The recorder (`[record]`) could not start.
+    #[error(transparent)]
+    Recorder(#[from] crate::recorder::RecorderError),
 }
 
 /// Entry point: see [`Server::start`].
@@ -161,6 +164,11 @@ impl Server {
                         shutdown: shutdown_rx.clone(),
                     })
                     .map_err(ServerError::Spawn)?;
+                    others.push(thread);
+                    sequencer = sequencer.with_sink(Box::new(sink));
+                }
+                if let Some(record) = &config.record {
+                    let (sink, thread) = crate::recorder::start(record.clone(), stats.clone())?;
                     others.push(thread);
                     sequencer = sequencer.with_sink(Box::new(sink));
                 }

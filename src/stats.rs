@@ -237,6 +237,8 @@ pub struct Stats {
     pub control_rate_limited: AtomicU64,
     /// The NATS bus of an ingest or edge node (idle on a standalone node).
     pub bus: crate::bus::BusStatus,
+    /// The rolling recorder (idle without `[record]`).
+    pub recorder: crate::recorder::RecorderStatus,
 }
 
 /// Upgrades refused, by reason (see `docs/operations.md`).
@@ -350,6 +352,7 @@ impl Stats {
             "feeds": feeds,
             "connections": conns,
             "bus": self.bus.to_json(),
+            "recorder": self.recorder.to_json(),
         })
     }
 }

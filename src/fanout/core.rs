@@ -198,6 +198,10 @@ impl Conn {
     }
 }
 
+/// How far into the ring a [`Core::pump`] may read: the head at [`Core::mark_ring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingMark(u64);
+
 /// What a closed connection did, for the log line the shell writes.
 #[derive(Debug, Clone)]
 pub struct Closed {
@@ -899,17 +903,24 @@ impl Core {
 
     // ---- the data path -----------------------------------------------------------
 
-    /// Reads up to `max` new ring slots and queues them to their subscribers. Returns
-    /// the slots read. The shell then writes every ready connection and calls
-    /// [`Core::record_latency`] with the time the writes finished.
-    pub fn pump(&mut self, max: usize, now: u64) -> usize {
+    /// The ring slots published by now: the shell takes this mark, then reads its
+    /// clock, then [`Core::pump`]s up to the mark, so that no tick queued at `now` was
+    /// received after `now` (`ts_out >= ts_recv` on every frame).
+    pub fn mark_ring(&self) -> RingMark {
+        RingMark(self.reader.mark())
+    }
+
+    /// Reads up to `max` new ring slots before `upto` and queues them to their
+    /// subscribers. Returns the slots read. The shell then writes every ready connection
+    /// and calls [`Core::record_latency`] with the time the writes finished.
+    pub fn pump(&mut self, upto: RingMark, max: usize, now: u64) -> usize {
         let resyncs = self.ring.resync_generation();
         if resyncs != self.resync_seen {
             self.recover_resync(resyncs, now);
         }
         let mut n = 0;
         while n < max {
-            match self.reader.read() {
+            match self.reader.read_before(upto.0) {
                 Read::Tick(t) => self.deliver(&t, now),
                 Read::Empty => break,
                 Read::Lapped => self.recover_lap(now),

@@ -224,7 +224,8 @@ impl Sim {
     }
 
     fn pump(&mut self) {
-        self.core.pump(usize::MAX, self.now);
+        let upto = self.core.mark_ring();
+        self.core.pump(upto, usize::MAX, self.now);
         self.flush();
         self.core.record_latency(self.now);
     }
@@ -380,6 +381,26 @@ fn snapshot_then_live_with_no_gap_or_duplicate() {
         .iter()
         .all(|t| t.flags.contains(Flags::SNAPSHOT)));
     assert!(k2_ticks[2..].iter().all(|t| t.flags == Flags::empty()));
+}
+
+#[test]
+fn a_pump_reads_only_what_was_published_before_its_mark() {
+    let mut sim = Sim::new(|_| {});
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"]}));
+    sim.pump();
+    sim.got(k);
+    sim.publish(0, trade(1, 1));
+    let upto = sim.core.mark_ring();
+    // Published after the mark (after the shell read its clock): not this pump's.
+    let late = sim.publish(0, trade(2, 1));
+    assert_eq!(sim.core.pump(upto, usize::MAX, sim.now), 1);
+    sim.flush();
+    let first: Vec<u64> = Sim::ticks(&sim.got(k)).iter().map(|t| t.seq).collect();
+    assert_eq!(first, [late.seq - 1]);
+    sim.pump();
+    let second: Vec<u64> = Sim::ticks(&sim.got(k)).iter().map(|t| t.seq).collect();
+    assert_eq!(second, [late.seq]);
 }
 
 #[test]

@@ -120,7 +120,11 @@ where
         if *shutdown.borrow() {
             break;
         }
-        let n = shell.core.borrow_mut().pump(MAX_SLOTS_PER_BATCH, now_ns());
+        let n = {
+            let mut core = shell.core.borrow_mut();
+            let upto = core.mark_ring();
+            core.pump(upto, MAX_SLOTS_PER_BATCH, now_ns())
+        };
         shell.flush();
         if n > 0 {
             {

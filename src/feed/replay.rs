@@ -14,7 +14,9 @@
 //! skipped like any malformed message.
 //!
 //! A file that starts with `TCREC1` is a tickcast capture ([`crate::capture`], written
-//! by the `record` example) instead: its binary records are replayed in file order,
+//! by the `record` example or the recorder) instead, and a directory stands for its
+//! `.tcrec` captures in name order, played as one (a day of the recorder's rotated
+//! files): their binary records are replayed in file order,
 //! one tick each whatever their flags, named through the capture's symbol maps, and
 //! sequenced afresh by the sequencer like any feed's ticks. Pacing, `speed`, `loop`,
 //! `rebase_time` and `symbol_prefix` work the same; `venue` does not apply.
@@ -38,8 +40,9 @@ use crate::tick::{Body, Kind};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
-    /// The capture: one venue message (JSON) per line, or a tickcast capture
-    /// (`TCREC1`). Required.
+    /// The capture: one venue message (JSON) per line, a tickcast capture (`TCREC1`),
+    /// or a directory of tickcast captures (`.tcrec`, played in name order as one).
+    /// Required.
     pub path: PathBuf,
     /// The venue whose format the file holds; `None` detects it from the first
     /// messages. Default: `None`.
@@ -225,6 +228,9 @@ fn sleep_until(deadline: Instant, ctx: &FeedContext) -> bool {
 
 /// Runs the replay until the end of the capture (or, looping, until shutdown).
 pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
+    if cfg.path.is_dir() {
+        return run_capture(cfg, ctx);
+    }
     match crate::capture::is_capture(&cfg.path) {
         Ok(true) => return run_capture(cfg, ctx),
         Ok(false) => {}
@@ -392,68 +398,102 @@ fn bind_names(
     }
 }
 
-/// Replays a tickcast capture (`TCREC1`): see the module docs.
+/// The captures a replay of `path` plays, in order: the file itself, or the `.tcrec`
+/// files of a directory (the recorder's, whose names sort in time order) by name.
+fn capture_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tcrec"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Replays a tickcast capture (`TCREC1`), or a directory of them as one stream: see
+/// the module docs.
 fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
     use crate::capture::{CaptureReader, Entry};
     let prefix = cfg.symbol_prefix.as_deref().unwrap_or("");
     let mut pacer = Pacer::new(cfg.speed);
     let status = &ctx.status;
+    let files = match capture_files(&cfg.path) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            tracing::error!(path = %cfg.path.display(), "replay: no .tcrec capture in the directory");
+            end(status, true);
+            return;
+        }
+        Err(e) => {
+            tracing::error!(path = %cfg.path.display(), error = %e, "replay: cannot list the directory");
+            end(status, true);
+            return;
+        }
+    };
     status.set_connected();
-    tracing::info!(path = %cfg.path.display(), speed = cfg.speed, "replay of a tickcast capture started");
+    tracing::info!(path = %cfg.path.display(), files = files.len(), speed = cfg.speed, "replay of a tickcast capture started");
     let mut failed = false;
     'passes: loop {
-        let mut reader = match File::open(&cfg.path)
-            .map_err(crate::capture::CaptureError::from)
-            .and_then(|f| CaptureReader::new(BufReader::with_capacity(64 << 10, f)))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(path = %cfg.path.display(), error = %e, "replay: cannot open capture");
-                failed = true;
-                break;
-            }
-        };
-        let mut names: HashMap<u32, Symbol> = HashMap::new();
-        bind_names(&reader.header().symbols.clone(), prefix, &mut names, ctx);
+        // One pass plays every file, paced as one recording.
         let start = Instant::now();
         let start_ns = now_ns();
-        loop {
-            if ctx.is_shutdown() {
-                break 'passes;
-            }
-            let block = match reader.next_entry() {
-                Ok(None) => break,
-                Ok(Some(Entry::Symbols(entries))) => {
-                    bind_names(&entries, prefix, &mut names, ctx);
-                    continue;
-                }
-                Ok(Some(Entry::Block(b))) => b,
-                Err(e @ crate::capture::CaptureError::Block { .. }) => {
-                    // Framed, but its contents disagree: skip its messages, count them.
-                    let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n <= 10 || n.is_power_of_two() {
-                        tracing::warn!(feed = %status.name, count = n, error = %e, "replay: skipped a bad block in the capture");
-                    }
-                    continue;
-                }
+        for path in &files {
+            let mut reader = match File::open(path)
+                .map_err(crate::capture::CaptureError::from)
+                .and_then(|f| CaptureReader::new(BufReader::with_capacity(64 << 10, f)))
+            {
+                Ok(r) => r,
                 Err(e) => {
-                    // The rest of the file cannot be framed (a recording cut short
-                    // ends so): this pass ends here, counted.
+                    // A file that cannot be opened is lost from the recording:
+                    // counted, and the replay ends reported as cut short.
+                    failed = true;
                     status.parse_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(path = %cfg.path.display(), error = %e, "replay: bad capture");
-                    break;
+                    tracing::error!(path = %path.display(), error = %e, "replay: cannot open capture");
+                    continue;
                 }
             };
-            for msg in block {
-                status.messages.fetch_add(1, Ordering::Relaxed);
-                status.last_message_ns.store(now_ns(), Ordering::Relaxed);
-                for rec in msg.records() {
-                    let Some(tick) = capture_tick(rec, &names) else {
-                        status.parse_errors.fetch_add(1, Ordering::Relaxed);
+            let mut names: HashMap<u32, Symbol> = HashMap::new();
+            bind_names(&reader.header().symbols.clone(), prefix, &mut names, ctx);
+            loop {
+                if ctx.is_shutdown() {
+                    break 'passes;
+                }
+                let block = match reader.next_entry() {
+                    Ok(None) => break,
+                    Ok(Some(Entry::Symbols(entries))) => {
+                        bind_names(&entries, prefix, &mut names, ctx);
                         continue;
-                    };
-                    if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
-                        break 'passes;
+                    }
+                    Ok(Some(Entry::Block(b))) => b,
+                    Err(e @ crate::capture::CaptureError::Block { .. }) => {
+                        // Framed, but its contents disagree: skip its messages, count them.
+                        let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n <= 10 || n.is_power_of_two() {
+                            tracing::warn!(feed = %status.name, count = n, error = %e, "replay: skipped a bad block in the capture");
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // The rest of the file cannot be framed: go on with the next.
+                        status.parse_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(path = %path.display(), error = %e, "replay: bad capture");
+                        break;
+                    }
+                };
+                for msg in block {
+                    status.messages.fetch_add(1, Ordering::Relaxed);
+                    status.last_message_ns.store(now_ns(), Ordering::Relaxed);
+                    for rec in msg.records() {
+                        let Some(tick) = capture_tick(rec, &names) else {
+                            status.parse_errors.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        };
+                        if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
+                            break 'passes;
+                        }
                     }
                 }
             }

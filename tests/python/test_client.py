@@ -130,6 +130,35 @@ def test_to_dataframe_prices_are_exact_by_default_and_fixed_or_float_on_request(
         tickcast.to_dataframe(arr, prices="exact")
 
 
+def test_read_capture_with_prices_yields_records_in_each_form(tmp_path):
+    path = tmp_path / "c.tcrec"
+    recs = random_records(50, seed=7)
+    with open(path, "wb") as f, tickcast.CaptureWriter(f, {0: "A"}) as w:
+        w.message(tickcast.encode(recs[:20], ts_out=5))
+        w.message(tickcast.encode(recs[20:], ts_out=6))
+    for form, conv in (
+        ("decimal", lambda v: Decimal(v).scaleb(-8)),
+        ("fixed", int),
+        ("float", lambda v: v / tickcast.SCALE),
+    ):
+        got = list(tickcast.read_capture(str(path), prices=form))
+        assert len(got) == 50
+        for i, (r, want) in enumerate(zip(got, recs)):
+            kind, flags, _, sid, seq, ts_event, ts_recv, count, _, *values = want
+            assert (r.kind, r.flags, r.symbol_id, r.seq, r.count) == (
+                {1: "trade", 2: "quote"}[kind], flags, sid, seq, count)
+            assert (r.ts_event, r.ts_recv, r.ts_out) == (ts_event, ts_recv, 5 if i < 20 else 6)
+            named = (r.price, r.size, r.high, r.low) if kind == 1 else (r.bid_px, r.bid_sz, r.ask_px, r.ask_sz)
+            other = (r.bid_px, r.bid_sz, r.ask_px, r.ask_sz) if kind == 1 else (r.price, r.size, r.high, r.low)
+            assert named == tuple(conv(v) for v in values) and other == (None,) * 4
+            assert r.symbol == ("A" if sid == 0 else None)
+    assert list(tickcast.Record._fields) == [
+        "ts_event", "ts_recv", "ts_out", "symbol", "symbol_id", "seq", "kind", "flags", "count",
+        "price", "size", "high", "low", "bid_px", "bid_sz", "ask_px", "ask_sz"]
+    with pytest.raises(ValueError, match="expected one of"):
+        next(tickcast.read_capture(str(path), prices="exact"))
+
+
 def test_capture_round_trip_in_python():
     f = io.BytesIO()
     w = tickcast.CaptureWriter(f, {0: "SYM0"}, source="ws://x/ws")

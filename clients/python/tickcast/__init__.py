@@ -4,13 +4,15 @@
   per-symbol gap detection; events are :class:`Ticks`, :class:`Gap`, …
 - :func:`decode`: a binary message into a numpy structured array in one call;
   :func:`decode_struct`: the pure-``struct`` reference decoder.
-- :func:`to_dataframe`: records into a pandas DataFrame.
+- :func:`to_dataframe`: records into a pandas DataFrame, prices exact by default
+  (:mod:`tickcast.prices`: ``"decimal"``, ``"fixed"`` or ``"float"``).
 - :func:`read_capture`, :class:`CaptureWriter`: capture files (``TCREC1``);
   :func:`decode_capture`: a whole capture into one record array; :func:`capture_blocks`:
   a capture block by block, in bounded memory.
 """
 
-from .capture import CaptureWriter, capture_blocks, decode_capture, read_capture
+from . import prices
+from .capture import CaptureWriter, Record, capture_blocks, decode_capture, read_capture
 from .client import (
     Client,
     ClientClosed,
@@ -50,7 +52,7 @@ from .gaps import Gap, GapDetector
 __version__ = "0.1.0"
 
 __all__ = [
-    "CaptureWriter", "capture_blocks", "decode_capture", "read_capture", "Client", "ClientClosed", "Conflation", "Control",
+    "CaptureWriter", "Record", "prices", "capture_blocks", "decode_capture", "read_capture", "Client", "ClientClosed", "Conflation", "Control",
     "Disconnected", "Reconnected", "ServerError", "Shutdown", "Subscribed", "Symbols", "Ticks",
     "Unsubscribed", "connect", "FLAG_CONFLATED", "FLAG_REPLAY", "FLAG_SNAPSHOT", "HEADER_SIZE",
     "KIND_QUOTE", "KIND_TRADE", "RECORD_DTYPE", "RECORD_SIZE", "SCALE", "DecodeError", "Header",

@@ -3,9 +3,11 @@ recorded binary messages exactly as received, with the symbol maps.
 
 Messages are stored in blocks: the headers of a block's messages, then all their
 records back to back. :func:`read_capture` yields the messages one by one (pure
-``struct``); :func:`decode_capture` takes every block's records as one contiguous
-array, so a whole capture decodes in a few numpy calls per block (about 1 MiB of
-records), however small the messages were when they arrived."""
+``struct``), or with ``prices=`` the records as :class:`Record` tuples with prices in
+the form asked for (:mod:`tickcast.prices`); :func:`decode_capture` takes every
+block's records as one contiguous array, so a whole capture decodes in a few numpy
+calls per block (about 1 MiB of records), however small the messages were when they
+arrived."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import json
 import os
 import struct
 import time
-from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from .decode import HEADER, HEADER_SIZE, RECORD_DTYPE, RECORD_SIZE, VERSION as MESSAGE_VERSION
-from .decode import DecodeError, decode_header
+from .decode import HEADER, HEADER_SIZE, RECORD, RECORD_DTYPE, RECORD_SIZE, VERSION as MESSAGE_VERSION
+from .decode import KIND_QUOTE, KIND_TRADE, DecodeError, decode_header
+from . import prices as _prices
 
 MAGIC = b"TCREC1"
 """The first six bytes of every capture."""
@@ -119,13 +122,73 @@ def _read(f: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iterator[Tuple[bytes, Dict[int, str]]]:
+class Record(NamedTuple):
+    """One record of a capture, as :func:`read_capture` yields it with ``prices=``.
+    The fields are the columns of ``tickcast capture export`` in the same order
+    (``docs/protocol.md``, "Exporting captures"); the values of the other kind are
+    ``None`` (a trade has no ``bid_px``)."""
+
+    ts_event: int
+    """When the update happened at the source, ns since the Unix epoch."""
+    ts_recv: int
+    """When the server took it in, ns since the Unix epoch."""
+    ts_out: int
+    """When its message was written, ns since the Unix epoch."""
+    symbol: Optional[str]
+    """The name from the capture's maps (``None`` for an id never named)."""
+    symbol_id: int
+    seq: int
+    kind: str
+    """``"trade"``, ``"quote"``, or ``"unknown"`` for a kind byte this reader does not know."""
+    flags: int
+    count: int
+    price: Any
+    size: Any
+    high: Any
+    low: Any
+    bid_px: Any
+    bid_sz: Any
+    ask_px: Any
+    ask_sz: Any
+
+
+def read_capture(path_or_file: Union[str, "os.PathLike[str]", BinaryIO], prices: Optional[str] = None) -> Iterator[Any]:
     """Yields every binary message of a capture, exactly as received (header and
-    records), with the id → name map in force for it. Pure ``struct``.
+    records), with the id → name map in force for it: ``(message, names)``. Pure
+    ``struct``.
+
+    With ``prices`` (``"decimal"``, ``"fixed"`` or ``"float"``, see
+    :mod:`tickcast.prices`) it yields every record instead, as a :class:`Record`
+    whose prices and sizes are in that form: ``"decimal"`` and ``"fixed"`` are exact.
 
     Raises :class:`tickcast.DecodeError` for a file that is not a capture, is cut
-    short inside an entry, or has a block whose headers disagree with its length.
+    short inside an entry, or has a block whose headers disagree with its length;
+    :class:`ValueError` for an unknown ``prices``.
     """
+    if prices is not None:
+        return _records(path_or_file, _prices.check(prices))
+    return _messages_of(path_or_file)
+
+
+def _records(path_or_file: Union[str, "os.PathLike[str]", BinaryIO], prices: str) -> Iterator[Record]:
+    unpack = RECORD.unpack_from
+    conv = _prices.value
+    for msg, names in _messages_of(path_or_file):
+        ts_out = HEADER.unpack_from(msg, 0)[3]
+        for at in range(HEADER_SIZE, len(msg), RECORD_SIZE):
+            kind, flags, _, sid, seq, ts_event, ts_recv, count, _, a, b, c, d = unpack(msg, at)
+            values = [conv(v, prices) for v in (a, b, c, d)]
+            none = [None] * 4
+            if kind == KIND_TRADE:
+                name, vals = "trade", values + none
+            elif kind == KIND_QUOTE:
+                name, vals = "quote", none + values
+            else:
+                name, vals = "unknown", none + none
+            yield Record(ts_event, ts_recv, ts_out, names.get(sid), sid, seq, name, flags, count, *vals)
+
+
+def _messages_of(path_or_file: Union[str, "os.PathLike[str]", BinaryIO]) -> Iterator[Tuple[bytes, Dict[int, str]]]:
     f = open(path_or_file, "rb") if isinstance(path_or_file, (str, os.PathLike)) else path_or_file
     try:
         fixed = _read(f, _FIXED.size)
