@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tickcast::outbox::{Format, Outbox};
+use tickcast::fanout::{Format, Outbox};
 use tickcast::ring::{Read, Ring};
 use tickcast::tick::{Body, Flags, Tick};
 use tickcast::wire::{self, RECORD_SIZE};

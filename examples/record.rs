@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let header = CaptureHeader {
-        created_at_ns: tickcast::feed::now_ns(),
+        created_at_ns: tickcast::clock::now_ns(),
         symbols: Vec::new(),
         source: Some(args.url.clone()),
     };

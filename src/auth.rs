@@ -159,7 +159,7 @@ mod tests {
     }
 
     fn future() -> u64 {
-        crate::feed::now_ns() / 1_000_000_000 + 3_600
+        crate::clock::now_ns() / 1_000_000_000 + 3_600
     }
 
     #[test]

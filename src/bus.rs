@@ -432,7 +432,7 @@ impl BusStatus {
         let mut body = json!({"status": status, "symbols": symbols});
         if self.role != Role::Standalone {
             body["role"] = json!(self.role.name());
-            body["leader"] = json!(self.is_leader(crate::feed::now_ns()));
+            body["leader"] = json!(self.is_leader(crate::clock::now_ns()));
             body["bus"] = json!({
                 "connected": self.connected.load(Relaxed) == 1,
                 "synced": self.synced.load(Relaxed) == 1,
@@ -466,7 +466,7 @@ impl BusStatus {
             json!(self.resync_pending.load(Relaxed) == 1),
         );
         if let Some(e) = self.election_info() {
-            let now = crate::feed::now_ns();
+            let now = crate::clock::now_ns();
             let renewed = self.lease_renewed_ns.load(Relaxed);
             m.insert(
                 "election".into(),
@@ -523,7 +523,7 @@ impl BusStatus {
             (
                 "tickcast_bus_leader",
                 "Ingest: 1 while this node leads (lease held and confirmed).",
-                u64::from(self.is_leader(crate::feed::now_ns())),
+                u64::from(self.is_leader(crate::clock::now_ns())),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -577,7 +577,7 @@ pub(crate) async fn connect(
                 match &event {
                     async_nats::Event::Connected => status.bus.set_connected(),
                     async_nats::Event::Disconnected => {
-                        status.bus.set_disconnected(crate::feed::now_ns())
+                        status.bus.set_disconnected(crate::clock::now_ns())
                     }
                     _ => {}
                 }

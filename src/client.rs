@@ -325,7 +325,7 @@ impl Client {
         } else {
             None
         };
-        let seed = options.jitter_seed.unwrap_or_else(crate::feed::now_ns);
+        let seed = options.jitter_seed.unwrap_or_else(crate::clock::now_ns);
         let mut client = Client {
             backoff: Backoff::new(
                 Duration::from_millis(options.backoff_initial_ms),
@@ -589,7 +589,7 @@ async fn read_loop(
                 };
                 break Incoming::Ended {
                     reason: format!("closed by the server: {code} {reason}"),
-                    going_away: code == 1001,
+                    going_away: code == crate::wire::CloseCode::GoingAway.as_u16(),
                 };
             }
             _ => continue,

@@ -133,6 +133,16 @@ pub struct Limits {
     pub control_messages_per_sec: u32,
     /// Control messages a connection may send in a burst. Default: 100.
     pub control_burst: u32,
+    /// Control output (acks, errors, symbol maps, pongs) queued for a connection above
+    /// which the server stops reading its input until the output drains, in bytes:
+    /// a client that sends without reading the replies is pushed back by TCP instead
+    /// of growing the server's memory. Default: 16,384.
+    pub max_pending_control_bytes: usize,
+    /// Bytes a subscriber may send per second (sustained), in bytes; past it (and a
+    /// burst of this many bytes or twice `max_control_message_bytes`, whichever is
+    /// more) its input is not read until the budget refills, so a flooding client
+    /// costs the server a bounded share of its core. Default: 262,144.
+    pub max_input_bytes_per_sec: u64,
     /// Time a client has to send its request headers, in ms. Default: 10,000.
     pub handshake_timeout_ms: u64,
     /// Browser origins allowed to connect (exact `Origin` header values); empty allows
@@ -149,6 +159,8 @@ impl Default for Limits {
             max_subscriptions_per_connection: 10_000,
             control_messages_per_sec: 50,
             control_burst: 100,
+            max_pending_control_bytes: 16 * 1024,
+            max_input_bytes_per_sec: 256 * 1024,
             handshake_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
         }
@@ -245,6 +257,16 @@ impl Config {
         if self.max_control_message_bytes < 256 {
             return Err(ConfigError::Invalid(
                 "max_control_message_bytes must be at least 256".into(),
+            ));
+        }
+        if self.limits.max_input_bytes_per_sec < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_input_bytes_per_sec must be at least 1024".into(),
+            ));
+        }
+        if self.limits.max_pending_control_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_pending_control_bytes must be at least 1024".into(),
             ));
         }
         crate::bus::validate(self)?;

@@ -250,13 +250,6 @@ pub(crate) fn log_parse_error(feed: &str, n: u64, error: &normalize::NormalizeEr
     }
 }
 
-/// Current time, ns since the Unix epoch (CLOCK_REALTIME).
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
-//! The one HTTP port: `/ws` (WebSocket upgrade), `/healthz`, `/symbols`, `/stats`.
+//! The one HTTP port: `/ws` (WebSocket upgrade), `/publish`, `/healthz`, `/symbols`,
+//! `/stats`, `/metrics` and the dashboard.
 //!
-//! Each writer core serves HTTP/1.1 with hyper on the connections its own listener
-//! accepted; an upgraded WebSocket stays on that core ([`Handle::run_connection`]).
+//! Each writer core runs [`accept_loop`] on its own listener (with the TLS handshake
+//! when `[tls]` is set) and serves HTTP/1.1 with hyper; an upgraded WebSocket stays on
+//! that core ([`Handle::adopt`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,13 +24,59 @@ use tokio::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 use crate::admission::Refusal;
+use crate::app::App;
+use crate::fanout::{Handle, Mode};
 use crate::transport::Transport;
-use crate::writer::{Handle, Shared};
 
 type Body = Full<Bytes>;
 
+/// Accepts connections on one core's listener until the core stops: TLS handshake (when
+/// configured, bounded by `handshake_timeout_ms`), then HTTP.
+pub async fn accept_loop(listener: std::net::TcpListener, core: Handle, app: Arc<App>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(core = core.core_id(), error = %e, "cannot register listener");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let core = core.clone();
+                let app = app.clone();
+                match app.tls.clone() {
+                    None => {
+                        tokio::task::spawn_local(serve(tcp, peer, core, app));
+                    }
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        tokio::task::spawn_local(async move {
+                            let limit =
+                                Duration::from_millis(app.config.limits.handshake_timeout_ms);
+                            match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => serve(tls, peer, core, app).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves one accepted TCP connection.
-pub async fn serve<IO>(io: IO, peer: SocketAddr, core: Handle, shared: Arc<Shared>)
+pub async fn serve<IO>(io: IO, peer: SocketAddr, core: Handle, shared: Arc<App>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -51,13 +99,13 @@ where
 fn route(
     mut req: Request<Incoming>,
     core: Handle,
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     peer: SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer),
-        (&Method::GET, "/publish") => crate::publish::upgrade(&mut req, shared, peer),
+        (&Method::GET, "/publish") => publish_upgrade(&mut req, shared, peer),
         (&Method::GET, "/healthz") => {
             // An edge without a snapshot yet answers 503, so load balancers wait.
             let (status, body) = shared.stats.bus.healthz(shared.symbols.len());
@@ -94,7 +142,7 @@ fn route(
 fn upgrade(
     req: &mut Request<Incoming>,
     core: Handle,
-    shared: &Shared,
+    shared: &App,
     peer: SocketAddr,
 ) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
@@ -185,8 +233,72 @@ fn upgrade(
                 }
             }
         };
-        core.run_connection(transport, read_buf, peer, permit, entitlements)
-            .await;
+        core.adopt(
+            transport,
+            read_buf,
+            peer,
+            permit,
+            entitlements,
+            Mode::Subscriber,
+        );
+    });
+    response.map(|_| Full::new(Bytes::new()))
+}
+
+/// Handles `GET /publish`: checks the token, then upgrades and runs the connection on
+/// the current writer core's runtime.
+fn publish_upgrade(
+    req: &mut Request<Incoming>,
+    shared: Arc<App>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let auth = crate::publish::authorize(
+        shared.config.publish_token.as_deref(),
+        req.uri().query(),
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|h| h.as_bytes()),
+    );
+    match auth {
+        Ok(()) => {}
+        Err(crate::publish::AuthError::Disabled) => {
+            return text_response(
+                StatusCode::NOT_FOUND,
+                &format!("{}\n", crate::publish::AuthError::Disabled),
+            )
+        }
+        Err(e) => {
+            let mut r = text_response(StatusCode::UNAUTHORIZED, &format!("{e}\n"));
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
+        );
+    }
+    let Some(tx) = shared.publish.sender() else {
+        return text_response(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
+    };
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+        Ok(v) => v,
+        Err(e) => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                &format!("bad WebSocket handshake: {e}\n"),
+            )
+        }
+    };
+    tokio::task::spawn_local(async move {
+        match fut.await {
+            Ok(ws) => crate::publish::run(ws, shared, tx, peer).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "publish upgrade failed"),
+        }
     });
     response.map(|_| Full::new(Bytes::new()))
 }

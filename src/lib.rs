@@ -10,11 +10,12 @@
 //!   sequence numbers, updates the [`lvc`] and publishes into the [`ring`].
 //! - [`ring`]: the lock-free SPMC broadcast ring, built on [`seqlock`] cells.
 //! - [`lvc`]: the last-value cache, for snapshots, lap recovery and conflation.
-//! - [`writer`]: pinned writer cores, each owning its connections; they read every
-//!   slot once and append encoded records to subscribers' [`outbox`]es, written to
-//!   each [`transport`] (TCP, or TLS with rustls) in one call per batch.
-//! - [`conflate`]: what a slow or rate-limited subscription merges, sans-IO.
-//! - [`wire`]: the binary and JSON encodings; [`protocol`]: client control messages.
+//! - [`fanout`]: pinned writer cores, each owning its connections: a sans-IO
+//!   [`fanout::Core`] (routing, conflation, control messages, resume, liveness, each
+//!   connection's [`fanout::Outbox`]) inside a thin I/O shell that reads and writes
+//!   each [`transport`] (TCP, or TLS with rustls), one write per connection per batch.
+//! - [`wire`]: the binary and JSON encodings, WebSocket frames ([`wire::frame`]) and
+//!   close codes ([`wire::CloseCode`]); [`protocol`]: client control messages.
 //! - [`http`]: the one port's routes (`/ws`, `/healthz`, `/symbols`, `/stats`,
 //!   `/metrics`), [`metrics`] (Prometheus text) and [`dashboard`], the page at `/`.
 //! - [`publish`]: the `/publish` endpoint, external publishers' way into the sequencer.
@@ -23,26 +24,28 @@
 //!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
 //! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
 //!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
-//! - [`server`]: wires it all together; [`config`] holds every setting and
-//!   [`admission`] and [`auth`] decide who may connect and subscribe.
+//! - [`server`]: wires it all together and owns the [`app::App`] state the parts
+//!   share; [`config`] holds every setting and [`admission`] and [`auth`] decide who
+//!   may connect and subscribe. [`clock`] is the one place that reads the wall clock.
 //!
 //! Values: [`tick`] is the normalized fixed-size tick, [`fixed`] its fixed-point
 //! decimals.
 
 pub mod admission;
+pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod capture;
 pub mod client;
+pub mod clock;
 pub mod config;
-pub mod conflate;
 pub mod dashboard;
+pub mod fanout;
 pub mod feed;
 pub mod fixed;
 pub mod http;
 pub mod lvc;
 pub mod metrics;
-pub mod outbox;
 pub mod park;
 pub mod protocol;
 pub mod publish;
@@ -55,5 +58,4 @@ pub mod symbol;
 pub mod tick;
 pub mod transport;
 pub mod wire;
-pub mod writer;
 pub mod wsclient;

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::feed::now_ns;
+use crate::clock::now_ns;
 use crate::stats::{Kind, Stats, CORE_FIELDS};
 
 /// Quantiles exported for each latency summary.

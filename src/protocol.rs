@@ -9,7 +9,7 @@
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use crate::outbox::Format;
+use crate::fanout::Format;
 
 /// Which symbols a subscribe or unsubscribe names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,34 +25,23 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, WebSocketError};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
-use hyper::{Request, Response, StatusCode};
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::feed::{now_ns, FeedStatus, FeedTick};
+use crate::app::App;
+use crate::clock::now_ns;
+use crate::feed::{FeedStatus, FeedTick};
 use crate::fixed::{self, FixedError};
-use crate::http::text_response;
 use crate::symbol::{Symbol, SymbolError, SymbolTable};
 use crate::tick::{Body, Kind};
+use crate::wire::CloseCode;
 use crate::wire::{HEADER_SIZE, RECORD_SIZE, VERSION};
-use crate::writer::Shared;
 
-/// Close code for a message over `max_publish_message_bytes`.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code when the sequencer stayed full for `stall_timeout_ms`.
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// Close code for a server shutdown.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// The publish endpoint's way into the sequencer, kept in [`Shared`].
+/// The publish endpoint's way into the sequencer, kept in [`App`].
 ///
 /// It holds a sender of the sequencer's channel while the server runs; the server
 /// calls [`Inlet::close`] at shutdown so that the sequencer sees every sender gone.
@@ -87,7 +76,8 @@ impl Inlet {
         self.closed.send_replace(true);
     }
 
-    fn watch_closed(&self) -> watch::Receiver<bool> {
+    /// A receiver that turns `true` when the inlet closes.
+    pub fn watch_closed(&self) -> watch::Receiver<bool> {
         self.closed.subscribe()
     }
 }
@@ -477,59 +467,6 @@ fn ticks_from_binary(
     Ok(())
 }
 
-type HttpBody = Full<Bytes>;
-
-/// Handles `GET /publish`: checks the token, then upgrades and runs the connection on
-/// the current writer core's runtime.
-pub fn upgrade(
-    req: &mut Request<Incoming>,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-) -> Response<HttpBody> {
-    let auth = authorize(
-        shared.config.publish_token.as_deref(),
-        req.uri().query(),
-        req.headers().get(AUTHORIZATION).map(|h| h.as_bytes()),
-    );
-    match auth {
-        Ok(()) => {}
-        Err(AuthError::Disabled) => {
-            return text_response(StatusCode::NOT_FOUND, &format!("{}\n", AuthError::Disabled))
-        }
-        Err(e) => {
-            let mut r = text_response(StatusCode::UNAUTHORIZED, &format!("{e}\n"));
-            r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
-    }
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return text_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
-        );
-    }
-    let Some(tx) = shared.publish.sender() else {
-        return text_response(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
-    };
-    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
-        Ok(v) => v,
-        Err(e) => {
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                &format!("bad WebSocket handshake: {e}\n"),
-            )
-        }
-    };
-    tokio::task::spawn_local(async move {
-        match fut.await {
-            Ok(ws) => run(ws, shared, tx, peer).await,
-            Err(e) => tracing::debug!(%peer, error = %e, "publish upgrade failed"),
-        }
-    });
-    response.map(|_| Full::new(Bytes::new()))
-}
-
 /// Why the sequencer did not take a tick.
 enum Stop {
     Shutdown,
@@ -566,9 +503,10 @@ async fn forward(
     }
 }
 
-async fn run(
+/// Runs one publisher connection (upgraded by the HTTP layer) until it closes.
+pub async fn run(
     ws: fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     tx: Sender<FeedTick>,
     peer: SocketAddr,
 ) {
@@ -587,10 +525,10 @@ async fn run(
         .connected
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(%peer, "publisher connected");
-    let close: Option<(u16, String)> = loop {
+    let close: Option<(CloseCode, String)> = loop {
         let frame = tokio::select! {
             biased;
-            _ = closed.wait_for(|c| *c) => break Some((CLOSE_GOING_AWAY, "server shutting down".into())),
+            _ = closed.wait_for(|c| *c) => break Some((CloseCode::GoingAway, "server shutting down".into())),
             f = ws.read_frame() => f,
         };
         let now = now_ns();
@@ -605,17 +543,19 @@ async fn run(
             },
             Err(WebSocketError::FrameTooLarge) => {
                 break Some((
-                    CLOSE_TOO_BIG,
+                    CloseCode::TooBig,
                     format!("message too big (limit {max} bytes)"),
                 ))
             }
-            Err(WebSocketError::InvalidUTF8) => break Some((1007, "invalid UTF-8".into())),
+            Err(WebSocketError::InvalidUTF8) => {
+                break Some((CloseCode::InvalidPayload, "invalid UTF-8".into()))
+            }
             Err(
                 WebSocketError::UnexpectedEOF
                 | WebSocketError::ConnectionClosed
                 | WebSocketError::IoError(_),
             ) => break None,
-            Err(other) => break Some((1002, format!("protocol error: {other}"))),
+            Err(other) => break Some((CloseCode::Protocol, format!("protocol error: {other}"))),
         };
         status
             .messages
@@ -647,12 +587,12 @@ async fn run(
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(Stop::Shutdown) => {
-                    stop = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
+                    stop = Some((CloseCode::GoingAway, "server shutting down".to_string()));
                     break;
                 }
                 Err(Stop::Stalled) => {
                     stop = Some((
-                        CLOSE_TRY_AGAIN_LATER,
+                        CloseCode::TryAgainLater,
                         "try again later: the sequencer is not keeping up".to_string(),
                     ));
                     break;
@@ -664,7 +604,15 @@ async fn run(
         }
     };
     if let Some((code, reason)) = close {
-        let _ = ws.write_frame(Frame::close(code, reason.as_bytes())).await;
+        let payload = code.payload(&reason);
+        let _ = ws
+            .write_frame(Frame::new(
+                true,
+                OpCode::Close,
+                None,
+                Payload::Borrowed(payload.as_bytes()),
+            ))
+            .await;
     }
     status
         .connected

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::feed::{now_ns, FeedTick};
+use crate::clock::now_ns;
+use crate::feed::FeedTick;
 use crate::lvc::LvcWriter;
 use crate::park::Parker;
 use crate::ring::Publisher;

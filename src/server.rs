@@ -12,15 +12,16 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::bus::{self, BusStatus, Role};
 use crate::config::{Config, ConfigError};
+use crate::fanout;
 use crate::feed::{self, FeedContext, FeedStatus, FeedTick};
 use crate::lvc::LastValueCache;
 use crate::ring::Ring;
 use crate::sequencer::{Sequencer, SequencerStats};
 use crate::stats::Stats;
 use crate::symbol::SymbolTable;
-use crate::writer::{self, Shared};
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -52,10 +53,10 @@ pub struct Server;
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     shutdown_tx: watch::Sender<bool>,
     feeds_stop: Arc<AtomicBool>,
-    cores: Vec<writer::CoreHandle>,
+    cores: Vec<fanout::CoreHandle>,
     others: Vec<JoinHandle<()>>,
     feed_tx: crossbeam_channel::Sender<FeedTick>,
 }
@@ -94,7 +95,7 @@ impl Server {
                 .push(publish_status.clone());
         }
         let publish_tx = config.publish_token.is_some().then(|| tx.clone());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(App {
             config: config.clone(),
             symbols: symbols.clone(),
             lvc,
@@ -114,12 +115,24 @@ impl Server {
         } else {
             Vec::new()
         };
+        let settings = fanout::Settings::from_config(&config);
         let mut cores = Vec::with_capacity(workers);
         for (id, listener) in listeners.into_iter().enumerate() {
             let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+            let core = fanout::Core::new(
+                id,
+                settings.clone(),
+                shared.symbols.clone(),
+                shared.lvc.clone(),
+                shared.ring.clone(),
+                shared.stats.clone(),
+            );
+            let app = shared.clone();
             cores.push(
-                writer::spawn(id, shared.clone(), listener, cpu, shutdown_rx.clone())
-                    .map_err(ServerError::Spawn)?,
+                fanout::spawn(core, cpu, shutdown_rx.clone(), move |handle| {
+                    crate::http::accept_loop(listener, handle, app)
+                })
+                .map_err(ServerError::Spawn)?,
             );
         }
 

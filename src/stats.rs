@@ -50,6 +50,9 @@ pub struct CoreStats {
     pub ring_lag: AtomicU64,
     /// Client control messages that earned an error reply.
     pub protocol_errors: AtomicU64,
+    /// Times a connection's input was paused for sending faster than
+    /// `max_input_bytes_per_sec`.
+    pub input_throttled: AtomicU64,
 }
 
 /// Counters of one connection, kept for `/stats` while it is open.
@@ -251,7 +254,7 @@ pub enum Kind {
 }
 
 /// Every core counter: its name in `/stats`, its kind and what it counts.
-pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 16] = [
+pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 17] = [
     (
         "connections",
         Kind::Gauge,
@@ -344,5 +347,11 @@ pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 16] = [
         Kind::Counter,
         "Client messages answered with an error.",
         |c| &c.protocol_errors,
+    ),
+    (
+        "input_throttled",
+        Kind::Counter,
+        "Times a connection's input was paused for exceeding max_input_bytes_per_sec.",
+        |c| &c.input_throttled,
     ),
 ];

@@ -11,9 +11,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
-use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -139,48 +137,34 @@ impl Transport {
         }
     }
 
-    /// Reads decrypted (or plain) bytes, for the WebSocket read side.
-    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    /// Reads decrypted (or plain) bytes without waiting: `WouldBlock` when there are
+    /// none yet, `Ok(0)` at the end of the stream (TCP FIN, or TLS close_notify).
+    /// Under TLS, plaintext rustls already decrypted comes first, so a caller that
+    /// stopped before `WouldBlock` must call this again before waiting for readiness.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Transport::Plain(t) => loop {
-                ready!(t.poll_read_ready(cx))?;
-                match t.try_read(buf.initialize_unfilled()) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            },
-            Transport::Tls(t, tls) => loop {
-                {
-                    let mut tls = tls.borrow_mut();
-                    match tls.reader().read(buf.initialize_unfilled()) {
-                        Ok(n) => {
-                            // 0: the peer sent close_notify.
-                            buf.advance(n);
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-                ready!(t.poll_read_ready(cx))?;
+            Transport::Plain(t) => t.try_read(buf),
+            Transport::Tls(t, tls) => {
                 let mut tls = tls.borrow_mut();
-                match tls.read_tls(&mut Sync(t)) {
-                    Ok(0) => return Poll::Ready(Ok(())),
-                    Ok(_) => {
-                        tls.process_new_packets()
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        // Alerts or key updates to answer; what does not fit now goes
-                        // with the next write.
-                        let _ = write_out(t, &mut tls);
+                loop {
+                    match tls.reader().read(buf) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
+                    match tls.read_tls(&mut Sync(t)) {
+                        Ok(0) => return Ok(0),
+                        Ok(_) => {
+                            tls.process_new_packets()
+                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                            // Alerts or key updates to answer; what does not fit now
+                            // goes with the next write.
+                            let _ = write_out(t, &mut tls);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-            },
+            }
         }
     }
 

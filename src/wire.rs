@@ -1,5 +1,6 @@
-//! The wire encodings of ticks: binary records (rkyv), JSON objects, and the WebSocket
-//! frame header the writer cores put in front of pre-encoded payloads.
+//! The wire encodings of ticks: binary records (rkyv) and JSON objects; WebSocket
+//! frames as the server reads and writes them ([`frame`]) and their close codes
+//! ([`close`]).
 //!
 //! A binary message is a [`MessageHeader`] (16 bytes) followed by `record_count`
 //! [`WireRecord`]s (72 bytes each), all little-endian, 8-byte aligned fields. Both are
@@ -12,7 +13,13 @@ use rkyv::ser::writer::Buffer;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::fixed;
+
+pub mod close;
+pub mod frame;
+
 use crate::tick::{Body, Flags, Kind, Tick};
+pub use close::CloseCode;
+pub use frame::{write_frame_header, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 /// Protocol version in every binary message header.
 pub const VERSION: u16 = 1;
@@ -274,32 +281,6 @@ pub fn write_json_tick(tick: &Tick, symbol: &str, out: &mut Vec<u8>) {
         out.push(b'"');
     }
     out.push(b'}');
-}
-
-/// WebSocket opcode of a text frame.
-pub const OP_TEXT: u8 = 0x1;
-/// WebSocket opcode of a binary frame.
-pub const OP_BINARY: u8 = 0x2;
-/// WebSocket opcode of a close frame.
-pub const OP_CLOSE: u8 = 0x8;
-/// WebSocket opcode of a ping frame.
-pub const OP_PING: u8 = 0x9;
-/// WebSocket opcode of a pong frame.
-pub const OP_PONG: u8 = 0xA;
-
-/// Appends an unmasked, final server frame header for a payload of `len` bytes, with
-/// the length in its shortest form (RFC 6455 §5.2 requires the minimal encoding).
-pub fn write_frame_header(opcode: u8, len: usize, out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
 }
 
 #[cfg(test)]

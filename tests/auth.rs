@@ -26,7 +26,7 @@ fn token(secret: &str, exp: u64, symbols: &[&str], max_subscriptions: Option<usi
 }
 
 fn in_an_hour() -> u64 {
-    tickcast::feed::now_ns() / 1_000_000_000 + 3_600
+    tickcast::clock::now_ns() / 1_000_000_000 + 3_600
 }
 
 async fn status_of(url: &str, bearer: Option<&str>) -> Result<Ws, u16> {

@@ -23,7 +23,7 @@ type Price = (String, u8, [i64; 4]);
 async fn record(addr: std::net::SocketAddr, path: &PathBuf, want: usize) {
     let file = std::fs::File::create(path).unwrap();
     let header = CaptureHeader {
-        created_at_ns: tickcast::feed::now_ns(),
+        created_at_ns: tickcast::clock::now_ns(),
         symbols: Vec::new(),
         source: Some(format!("ws://{addr}/ws")),
     };
@@ -89,7 +89,7 @@ async fn recorded_session_replays_into_another_server_in_the_same_order() {
     let path = std::env::temp_dir().join(format!(
         "tickcast-roundtrip-{}-{}.tcrec",
         std::process::id(),
-        tickcast::feed::now_ns()
+        tickcast::clock::now_ns()
     ));
     // About two seconds of a 1,000 ticks/s feed.
     let source = start_server(config(5, 1_000));

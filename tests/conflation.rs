@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
+use tickcast::clock::now_ns;
 use tickcast::config::Config;
-use tickcast::feed::{now_ns, FeedTick};
+use tickcast::feed::FeedTick;
 use tickcast::server::{Server, ServerHandle};
 use tickcast::symbol::Symbol;
 use tickcast::tick::Body;

@@ -249,7 +249,7 @@ fn replay_plays_each_capture_field_for_field() {
 fn replay_loops_and_rebases_time() {
     let lines = capture(COINBASE);
     let want = expected(Venue::Coinbase, &lines);
-    let before = feed::now_ns();
+    let before = tickcast::clock::now_ns();
     let feed = RunningFeed::start(FeedSpec::Replay(ReplayConfig {
         speed: 0.0,
         repeat: true,

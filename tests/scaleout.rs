@@ -19,8 +19,8 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tickcast::bus::Role;
+use tickcast::clock::now_ns;
 use tickcast::config::Config;
-use tickcast::feed::now_ns;
 use tickcast::server::{Server, ServerHandle};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -24,7 +24,7 @@ fn certificate() -> (TlsConfig, rustls::pki_types::CertificateDer<'static>) {
     let dir = std::env::temp_dir().join(format!(
         "tickcast-tls-{}-{}",
         std::process::id(),
-        tickcast::feed::now_ns()
+        tickcast::clock::now_ns()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let cert_path = dir.join("cert.pem");

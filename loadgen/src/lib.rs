@@ -16,15 +16,19 @@
 //! - [`decode`]: server messages (binary records or JSON) into [`recorder::Rec`]s.
 //! - [`recorder`]: per-thread latency histogram and counters; per-symbol sequence
 //!   tracking that counts gaps and conflation instead of hiding them. Sans-IO.
-//! - [`run`]: threads, the in-process server, progress, drain, the final [`report::Summary`].
+//! - [`run`]: threads, the in-process server, progress, drain, the final [`report::Summary`];
+//!   [`cpu`] reads the server's CPU time for it.
 //! - [`report`]: the summary (JSON), the percentile table, the `.hgrm` file, `compare`.
 //! - [`plot`]: the percentile spectrum as SVG, several runs on one plot.
+//! - [`idle`]: `loadgen idle`, the server's memory per idle subscribed connection.
 //!
 //! Latency is receive time (CLOCK_REALTIME) − `ts_event`, so client and server must
 //! share a clock: on one host they do.
 
 pub mod client;
+pub mod cpu;
 pub mod decode;
+pub mod idle;
 pub mod plot;
 pub mod recorder;
 pub mod report;
@@ -35,5 +39,5 @@ pub mod settings;
 
 /// Current time, ns since the Unix epoch (CLOCK_REALTIME), the clock `ts_event` uses.
 pub fn now_ns() -> u64 {
-    tickcast::feed::now_ns()
+    tickcast::clock::now_ns()
 }

@@ -43,6 +43,10 @@ enum Command {
         /// Summary compared against it.
         b: PathBuf,
     },
+    /// Server memory per idle subscribed connection: starts a tickcast server in its
+    /// own process (or measures --pid at --url), opens --connections connections that
+    /// subscribe to one symbol each, and reports the server's resident set growth.
+    Idle(IdleArgs),
     /// List the scenarios and their settings.
     Scenarios {
         /// Scenarios file [default: the built-in loadgen/scenarios.toml].
@@ -119,6 +123,9 @@ struct RunArgs {
     /// Token for /publish (the server's publish_token).
     #[arg(long)]
     token: Option<String>,
+    /// Process id of the server at --url: its CPU time goes in the report.
+    #[arg(long, requires = "url")]
+    server_pid: Option<u32>,
     /// In-process server: synthetic feed rate, ticks/s over all symbols (0 = no feed).
     #[arg(long)]
     rate: Option<u64>,
@@ -140,6 +147,43 @@ struct RunArgs {
     /// No progress lines.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    /// Connections to open.
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Encoding the connections ask for: binary or json.
+    #[arg(long, default_value = "binary")]
+    format: Format,
+    /// An external server's WebSocket URL (with --pid); without it a server is started.
+    #[arg(long, requires = "pid")]
+    url: Option<String>,
+    /// The external server's process id, whose /proc/PID/status is read.
+    #[arg(long, requires = "url")]
+    pid: Option<u32>,
+    /// The tickcast binary to start [default: `tickcast` beside this binary].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Started server: synthetic ticks per second over all symbols.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Started server: symbols.
+    #[arg(long, default_value_t = 100)]
+    symbols: usize,
+    /// Started server: writer cores.
+    #[arg(long, default_value_t = 1)]
+    server_workers: usize,
+    /// Time the server settles once every connection is subscribed: 2, 500ms.
+    #[arg(long, value_parser = settings::parse_seconds, default_value = "2")]
+    settle: f64,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -187,6 +231,9 @@ impl RunArgs {
         }
         if self.token.is_some() {
             s.publish_token = self.token.clone();
+        }
+        if self.server_pid.is_some() {
+            s.server_pid = self.server_pid;
         }
         s.pin |= self.pin;
         s.validate()?;
@@ -262,6 +309,34 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 report::compare(&sa, &sb, &label(&a, &sa), &label(&b, &sb))
             );
+            Ok(())
+        }
+        Command::Idle(a) => {
+            let server_bin = match a.server_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("loadgen has no directory")?
+                    .join("tickcast"),
+            };
+            let s = loadgen::idle::IdleSettings {
+                connections: a.connections,
+                concurrency: a.concurrency,
+                format: a.format.name().to_string(),
+                url: a.url,
+                pid: a.pid,
+                server_bin,
+                rate: a.rate,
+                symbols: a.symbols,
+                workers: a.server_workers,
+                settle: std::time::Duration::from_secs_f64(a.settle),
+            };
+            let report = loadgen::idle::run(&s, true)?;
+            println!("{}", report.table());
+            if let Some(p) = &a.json {
+                std::fs::write(p, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
             Ok(())
         }
         Command::Scenarios { file } => {

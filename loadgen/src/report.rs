@@ -161,6 +161,13 @@ pub struct Summary {
     /// Whether every record the server counted (up to `server_records_out`) had
     /// arrived when the run stopped.
     pub drained: bool,
+    /// CPU seconds the server used during the measured window (its threads, for the
+    /// in-process server; the whole process for `--server-pid`); `None` when unknown.
+    #[serde(default)]
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per million records received in the window.
+    #[serde(default)]
+    pub server_cpu_s_per_million: Option<f64>,
     /// The percentile spectrum (the `.hgrm` lines), for plots.
     pub spectrum: Vec<SpectrumPoint>,
 }
@@ -436,6 +443,13 @@ impl Summary {
                 }
             );
         }
+        if let (Some(cpu), Some(per)) = (self.server_cpu_s, self.server_cpu_s_per_million) {
+            let _ = writeln!(
+                s,
+                "  server CPU {cpu:.2} s in the window ({:.0}% of a core): {per:.3} CPU-s per million records",
+                100.0 * cpu / self.measured_s.max(1e-9)
+            );
+        }
         if self.clock_skew > 0 {
             let _ = writeln!(
                 s,
@@ -579,6 +593,8 @@ mod tests {
             published: 0,
             server_records_out: None,
             drained: true,
+            server_cpu_s: Some(1.5),
+            server_cpu_s_per_million: Some(0.25),
             spectrum: spectrum(&h),
         };
         let v = serde_json::to_value(&s).unwrap();

@@ -23,6 +23,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::client::{
     self, Live, PublishReport, PublishSpec, SharedWindow, SubSpec, ThreadCtx, WsUrl,
 };
+use crate::cpu::Probe;
 use crate::now_ns;
 use crate::recorder::{new_histogram, Recorder, Window};
 use crate::report::{self, Percentiles, Summary};
@@ -425,10 +426,25 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
     let mut last_records = live.records.load(Relaxed);
     let mut last_at = Instant::now();
     let mut interval = new_histogram();
+    let probe = match (in_process, s.server_pid) {
+        (true, _) => Some(Probe::InProcess),
+        (false, Some(pid)) => Some(Probe::Process(pid)),
+        (false, None) => None,
+    };
+    let mut cpu_from = None;
+    let mut cpu_to = None;
     // Bounded: ends at the window's end; one pass per second at most.
     while now_ns() < w.to_ns {
-        let left = Duration::from_nanos(w.to_ns.saturating_sub(now_ns()));
+        let until = if cpu_from.is_none() {
+            w.from_ns
+        } else {
+            w.to_ns
+        };
+        let left = Duration::from_nanos(until.saturating_sub(now_ns()));
         std::thread::sleep(left.min(Duration::from_secs(1)));
+        if cpu_from.is_none() && now_ns() >= w.from_ns {
+            cpu_from = probe.and_then(|p| p.seconds().ok());
+        }
         for h in prog_rx.try_iter() {
             let _ = interval.add(&h);
         }
@@ -458,6 +474,9 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         }
     }
 
+    if let Some(p) = probe {
+        cpu_to = p.seconds().ok();
+    }
     // Drain: stop the sources, then wait until what the server sent has arrived. An
     // external server's feed cannot be stopped from here and keeps sending, so the
     // two counts never settle equal: there, the count the server reports once the
@@ -519,6 +538,10 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         h.shutdown();
     }
     let c = total.counters;
+    let server_cpu = match (cpu_from, cpu_to) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let publish = publish.unwrap_or_default();
     if let Some(e) = &publish.first_error {
         eprintln!("loadgen: publisher: {e}");
@@ -559,6 +582,10 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         published: publish.published,
         server_records_out: server_out,
         drained,
+        server_cpu_s: server_cpu,
+        server_cpu_s_per_million: server_cpu
+            .filter(|_| c.window_records > 0)
+            .map(|cpu| cpu / (c.window_records as f64 / 1e6)),
         spectrum: report::spectrum(&h),
     };
     Ok((summary, h))

@@ -99,6 +99,9 @@ pub struct Settings {
     /// fit the run). An external tickcast must allow as many connections from one
     /// address (`[limits] max_connections_per_ip`, default 1,000). Default: `None`.
     pub url: Option<String>,
+    /// Process id of the external server at `url`, whose CPU time the report gives
+    /// (`/proc/PID/stat`); the in-process server's is always given. Default: `None`.
+    pub server_pid: Option<u32>,
     /// Subscriber connections. Default: 100.
     pub connections: usize,
     /// Symbols per connection; 0 means all (`["*"]`). Default: 10.
@@ -175,6 +178,7 @@ impl Default for Settings {
             publish_format: Format::Binary,
             publish_batch: 256,
             publish_token: None,
+            server_pid: None,
             rate: 10_000,
             symbols: 100,
             server_workers: 1,

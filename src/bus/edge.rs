@@ -38,8 +38,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use super::codec::{self, Decoder, Headers, MalformedError};
+use crate::clock::now_ns;
 use crate::config::Config;
-use crate::feed::now_ns;
 use crate::park::Parker;
 use crate::sequencer::{Continuity, Sequencer};
 use crate::stats::Stats;

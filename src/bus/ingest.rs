@@ -36,7 +36,8 @@ use crossbeam_channel::Receiver;
 
 use super::codec::Headers;
 use super::edge::{Edge, SnapshotError, SnapshotPage};
-use crate::feed::{now_ns, FeedTick};
+use crate::clock::now_ns;
+use crate::feed::FeedTick;
 use crate::park::Parker;
 use crate::stats::Stats;
 use crate::tick::{Body, Flags, Kind, Tick};

@@ -27,7 +27,8 @@ use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
 use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
-use super::{binance, coinbase, now_ns, FeedContext};
+use super::{binance, coinbase, FeedContext};
+use crate::clock::now_ns;
 use crate::wsclient::{self, ConnectError, Target};
 
 /// Settings of an exchange feed (`kind = "binance"` or `kind = "coinbase"`).

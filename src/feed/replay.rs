@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
-use super::{now_ns, FeedContext, FeedTick};
+use super::{FeedContext, FeedTick};
+use crate::clock::now_ns;
 use crate::symbol::Symbol;
 use crate::tick::{Body, Kind};
 

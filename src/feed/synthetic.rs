@@ -12,7 +12,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ns, FeedContext, FeedTick};
+use super::{FeedContext, FeedTick};
+use crate::clock::now_ns;
 use crate::fixed::SCALE;
 use crate::symbol::Symbol;
 use crate::tick::Body;

@@ -2,7 +2,10 @@
 //! third-party WebSocket client (tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -223,4 +226,72 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A child process that is killed when dropped, so that a failing test leaves no
+/// server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary (two unpinned cores on port 0 unless `extra` says
+/// otherwise); returns the child (killed when dropped) and its address.
+pub fn spawn_binary(extra: &[&str]) -> (KillOnDrop, std::net::SocketAddr) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin"];
+    if !extra.contains(&"--workers") {
+        args.extend(["--workers", "2"]);
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        // mimalloc returns freed pages to the system at once rather than after its
+        // purge delay, so the process's RSS follows the memory it really holds.
+        .env("MIMALLOC_PURGE_DELAY", "0")
+        .args(args)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tickcast");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("listening line")
+        .parse()
+        .unwrap();
+    (KillOnDrop(child), addr)
+}
+
+/// `VmRSS` of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }

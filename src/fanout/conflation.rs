@@ -1,8 +1,16 @@
-//! `Conflator`: what one subscription merges while it cannot or may not be sent to.
+//! Conflation: what a slow connection or a rate-limited subscription merges, and when.
 //!
-//! A slow connection (over its byte or age budget) and a rate-limited subscription
-//! (`max_rate`) both stop sending a symbol's ticks and absorb them here instead. When
-//! sending resumes, the conflator yields at most one quote and one trade record:
+//! Policy ([`Core`]'s budget): a connection whose queue passes `high_water_bytes`, or
+//! whose oldest unsent byte is older than `max_queue_age_ms`, *conflates*: its
+//! subscriptions stop queueing ticks and merge them instead, and the client is told
+//! (`{"type":"conflation","state":"on"}`). Once its queue drains to `low_water_bytes`,
+//! every subscription sends what it merged and the connection streams again
+//! (`"state":"off"`, with the number of updates merged). A `max_rate` subscription
+//! merges between its deliveries the same way, released by the core's timer when its
+//! interval is up.
+//!
+//! Mechanism ([`Conflator`], [`RateGate`], sans-IO). When sending resumes, a conflator
+//! yields at most one quote and one trade record:
 //! - quotes: the latest quote, standing for every quote absorbed;
 //! - trades: one aggregate — last price, high, low, total volume — standing for every
 //!   trade absorbed, so no volume is lost.
@@ -12,7 +20,123 @@
 //! merged. Memory is two ticks per subscription, whatever the feed rate or the stall's
 //! length. Sans-IO: no clock, no socket.
 
+use serde_json::json;
+
+use super::core::{ConnId, Core};
+use super::subscriptions::SubKey;
 use crate::tick::{Body, Flags, Tick};
+use crate::wire::OP_TEXT;
+
+impl Core {
+    /// Whether `key`'s queue is over its budget (bytes or age).
+    pub(super) fn over_budget(&self, key: ConnId, now: u64) -> bool {
+        let out = &self.conns[key].out;
+        let max_age = self.settings.max_queue_age_ns;
+        out.queued() > self.settings.high_water_bytes
+            || (max_age > 0 && out.oldest_age_ns(now) > max_age)
+    }
+
+    /// `key` stops queueing ticks and merges them.
+    pub(super) fn enter_conflation(&mut self, key: ConnId, now: u64) {
+        let conn = &mut self.conns[key];
+        if conn.conflating || !conn.live() {
+            return;
+        }
+        conn.conflating = true;
+        conn.conflation_entries += 1;
+        self.counters.conflation_entries += 1;
+        conn.stats
+            .conflating
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        conn.out
+            .push_frame(OP_TEXT, br#"{"type":"conflation","state":"on"}"#, now);
+        self.mark_ready(key);
+    }
+
+    /// Sends what every pending subscription of `key` merged, and streams again.
+    pub(super) fn leave_conflation(&mut self, key: ConnId, now: u64) {
+        let conn = &mut self.conns[key];
+        conn.conflating = false;
+        conn.stats
+            .conflating
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let keys: Vec<SubKey> = conn.subs.iter().map(|&(_, sk)| sk).collect();
+        let mut merged = 0u64;
+        for sk in keys {
+            merged += self.release(sk, now);
+        }
+        let msg =
+            serde_json::to_vec(&json!({"type": "conflation", "state": "off", "merged": merged}))
+                .unwrap_or_default();
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.live() {
+                conn.out.push_frame(OP_TEXT, &msg, now);
+                self.mark_ready(key);
+            }
+        }
+    }
+
+    /// Emits what subscription `sk` merged; returns the number of updates it stood for.
+    pub(super) fn release(&mut self, sk: SubKey, now: u64) -> u64 {
+        let Some(sub) = self.subs.get_mut(sk) else {
+            return 0;
+        };
+        if !sub.pending {
+            return 0;
+        }
+        sub.pending = false;
+        let mut out: [Option<Tick>; 2] = [None, None];
+        let mut merged = 0;
+        if let Some(c) = sub.merged.as_mut() {
+            merged = c.pending_count();
+            let mut i = 0;
+            c.drain(|t| {
+                out[i] = Some(t);
+                i += 1;
+            });
+        }
+        if sub.rate.interval_ns() == 0 {
+            // Kept only by subscriptions that merge between every delivery.
+            sub.merged = None;
+        }
+        sub.rate.sent(now);
+        let conn = sub.conn;
+        for t in out.into_iter().flatten() {
+            self.push_tick(conn, &t, now);
+        }
+        merged
+    }
+
+    /// Releases the rate-limited subscriptions whose interval is up, and finds when
+    /// the next one is.
+    pub(super) fn release_due(&mut self, now: u64) {
+        let mut next = u64::MAX;
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.retain(|&sk| {
+            let Some(sub) = self.subs.get(sk) else {
+                return false;
+            };
+            if !sub.pending {
+                return false;
+            }
+            let conn = &self.conns[sub.conn];
+            if conn.conflating || !conn.live() {
+                // Released when the connection leaves conflation (or never).
+                return true;
+            }
+            if !sub.rate.allows(now) {
+                next = next.min(sub.rate.next_due_ns());
+                return true;
+            }
+            self.release(sk, now);
+            false
+        });
+        pending.append(&mut self.pending);
+        self.pending = pending;
+        self.next_release_ns = u64::MAX;
+        self.arm_release(next);
+    }
+}
 
 /// Merge state of one subscription.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,7 +249,9 @@ impl RateGate {
     /// Changes the rate of a live subscription; a shorter interval takes effect at once.
     pub fn retune(&mut self, max_rate: f64, now_ns: u64) {
         self.interval_ns = interval_ns(max_rate);
-        self.next_due_ns = self.next_due_ns.min(now_ns + self.interval_ns);
+        self.next_due_ns = self
+            .next_due_ns
+            .min(now_ns.saturating_add(self.interval_ns));
     }
 
     /// Whether a delivery may go out at `now_ns`.
@@ -136,13 +262,18 @@ impl RateGate {
     /// Records a delivery at `now_ns`.
     pub fn sent(&mut self, now_ns: u64) {
         if self.interval_ns > 0 {
-            self.next_due_ns = now_ns + self.interval_ns;
+            self.next_due_ns = now_ns.saturating_add(self.interval_ns);
         }
     }
 
     /// The interval in ns (0: unlimited).
     pub fn interval_ns(&self) -> u64 {
         self.interval_ns
+    }
+
+    /// When the next delivery may go out, ns (0 when it may now).
+    pub fn next_due_ns(&self) -> u64 {
+        self.next_due_ns
     }
 }
 
@@ -158,9 +289,9 @@ fn interval_ns(max_rate: f64) -> u64 {
 mod tests {
     use super::*;
 
-    /// The writer core's use of a gate and a conflator, in simulated time: a tick every
-    /// millisecond for five seconds at `max_rate = 2`, and a timer every 5 ms that
-    /// releases what the gate allows.
+    /// A gate and a conflator on their own, in simulated time: a tick every millisecond
+    /// for five seconds at `max_rate = 2`, and a timer every 5 ms that releases what
+    /// the gate allows. (The core's use of them is tested in `fanout::tests`.)
     #[test]
     fn max_rate_two_over_five_seconds_in_simulated_time() {
         let ms = 1_000_000u64;

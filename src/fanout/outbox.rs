@@ -1,13 +1,18 @@
 //! `Outbox`: one connection's outbound bytes, as complete WebSocket frames.
 //!
-//! Writer cores append already-encoded records to the *open* data message; at the end
-//! of a batch the message is closed (its frame header and `ts_out` filled in) and the
+//! The core appends already-encoded records to the *open* data message; at the end of
+//! a batch the message is closed (its frame header and `ts_out` filled in) and the
 //! whole queue goes out in one write. Space for the frame header is reserved when a
 //! message opens; because a data message is capped at 65,535 payload bytes the header
 //! is 2 or 4 bytes, and the rare 2-byte case shifts a payload of under 126 bytes.
+//!
+//! Everything queued counts against the connection's budget ([`Outbox::queued`]):
+//! records, and the control frames (acks, errors, symbol maps, pongs, close) appended
+//! with [`Outbox::push_frame`], which are also counted on their own
+//! ([`Outbox::control_queued`]) so that a client whose replies pile up can be stopped
+//! from sending more. Memory follows the queue: a drained outbox hands its buffer back
+//! ([`Outbox::take_spare`]) instead of keeping it at its high-water capacity.
 //! Sans-IO: the owner passes `now` and writes [`Outbox::pending`] itself.
-
-use std::collections::VecDeque;
 
 use crate::wire::{self, HEADER_SIZE, OP_BINARY, OP_TEXT};
 
@@ -15,8 +20,13 @@ use crate::wire::{self, HEADER_SIZE, OP_BINARY, OP_TEXT};
 pub const MAX_DATA_PAYLOAD: usize = u16::MAX as usize;
 /// Bytes reserved for the frame header of an open data message.
 const RESERVE: usize = 4;
-/// Message boundaries remembered for the queue-age bound.
-const MAX_MARKS: usize = 64;
+/// Frame boundaries remembered for the queue-age bound. Past them, the newest mark is
+/// stretched over the new frames, keeping its older time: ages stay conservative
+/// (never younger than the truth).
+const MAX_MARKS: usize = 4;
+/// A drained buffer up to this capacity stays with its connection; a larger one is
+/// handed back (see [`Outbox::take_spare`]).
+pub const KEEP_CAPACITY: usize = 512;
 
 /// How a connection wants ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,20 +61,117 @@ pub struct Outbox {
     buf: Vec<u8>,
     sent: usize,
     open: Option<OpenMessage>,
-    /// Bytes ever consumed from the front of `buf` (makes `marks` absolute).
+    /// Bytes ever consumed from the front of `buf` (makes offsets absolute).
     consumed: u64,
-    /// `(absolute end offset, enqueue time)` of closed frames, oldest first.
-    marks: VecDeque<(u64, u64)>,
+    /// `(absolute end offset, enqueue time)` of closed frames, oldest first, in a ring
+    /// of [`MAX_MARKS`].
+    marks: [(u64, u64); MAX_MARKS],
+    marks_head: u8,
+    marks_len: u8,
+    /// Control bytes queued since `control_from` (absolute offset): control frames are
+    /// counted when appended and uncounted as the bytes before their end are written.
+    control: ControlSpan,
     /// Records ever appended.
     pub records: u64,
     /// Frames ever closed.
     pub frames: u64,
 }
 
+/// The unwritten control frames, as one span per run of adjacent frames. Two spans
+/// are enough to be exact in the common cases (a control frame between data messages,
+/// or a run of them); past that the spans merge and the count is an over-estimate
+/// until the queue drains, never an under-estimate.
+#[derive(Debug, Default, Clone, Copy)]
+struct ControlSpan {
+    /// `(absolute start, absolute end)` of up to two spans, oldest first; empty when
+    /// `start == end`.
+    spans: [(u64, u64); 2],
+}
+
+impl ControlSpan {
+    fn add(&mut self, start: u64, end: u64) {
+        let [a, b] = &mut self.spans;
+        if a.0 == a.1 {
+            *a = (start, end);
+        } else if a.1 == start && b.0 == b.1 {
+            a.1 = end;
+        } else if b.0 == b.1 {
+            *b = (start, end);
+        } else if b.1 == start {
+            b.1 = end;
+        } else {
+            // A third span: fold the second into the first (counting the data between
+            // them as control) and start again.
+            a.1 = b.1;
+            *b = (start, end);
+        }
+    }
+
+    fn queued(&self, done: u64) -> usize {
+        self.spans
+            .iter()
+            .map(|&(s, e)| e.saturating_sub(s.max(done)))
+            .sum::<u64>() as usize
+    }
+
+    fn consume(&mut self, done: u64) {
+        for span in &mut self.spans {
+            if span.1 <= done {
+                *span = (0, 0);
+            }
+        }
+        if self.spans[0].0 == self.spans[0].1 {
+            self.spans.swap(0, 1);
+        }
+    }
+
+    fn truncate(&mut self, end: u64) {
+        for span in &mut self.spans {
+            span.1 = span.1.min(end);
+            if span.0 >= span.1 {
+                *span = (0, 0);
+            }
+        }
+        if self.spans[0].0 == self.spans[0].1 {
+            self.spans.swap(0, 1);
+        }
+    }
+}
+
 impl Outbox {
-    /// An empty outbox.
+    /// An empty outbox (no memory held).
     pub fn new() -> Outbox {
         Outbox::default()
+    }
+
+    /// Gives an empty outbox a buffer to fill (one handed back by another connection's
+    /// [`Outbox::take_spare`]), so that a busy core recycles buffers instead of
+    /// allocating. Ignored unless the outbox holds no memory.
+    pub fn give_buffer(&mut self, mut buf: Vec<u8>) {
+        if self.buf.capacity() == 0 {
+            buf.clear();
+            self.buf = buf;
+        }
+    }
+
+    /// Whether the outbox holds no buffer at all.
+    pub fn has_no_buffer(&self) -> bool {
+        self.buf.capacity() == 0
+    }
+
+    /// Heap bytes held.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// When everything is written and the buffer grew past [`KEEP_CAPACITY`], takes
+    /// the buffer out (leaving none) for the caller to recycle or free.
+    pub fn take_spare(&mut self) -> Option<Vec<u8>> {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            Some(std::mem::take(&mut self.buf))
+        } else {
+            None
+        }
     }
 
     /// Appends one encoded record (binary record or JSON object) to the open data
@@ -134,20 +241,29 @@ impl Outbox {
         self.mark(now_ns);
     }
 
-    /// Appends a whole frame (a control message, ping, pong or close) after closing
-    /// the open data message, so that order is kept.
+    /// Appends a whole control frame (a reply, notice, ping, pong or close; or an
+    /// echoed message) after closing the open data message, so that order is kept.
+    /// Its bytes count in [`Outbox::control_queued`] until they are written.
     pub fn push_frame(&mut self, opcode: u8, payload: &[u8], now_ns: u64) {
         self.finish(now_ns);
+        let start = self.consumed + self.buf.len() as u64;
         wire::write_frame_header(opcode, payload.len(), &mut self.buf);
         self.buf.extend_from_slice(payload);
+        self.control
+            .add(start, self.consumed + self.buf.len() as u64);
         self.mark(now_ns);
     }
 
     fn mark(&mut self, now_ns: u64) {
         self.frames += 1;
-        if self.marks.len() < MAX_MARKS {
-            self.marks
-                .push_back((self.consumed + self.buf.len() as u64, now_ns));
+        let end = self.consumed + self.buf.len() as u64;
+        if (self.marks_len as usize) < MAX_MARKS {
+            let i = (self.marks_head as usize + self.marks_len as usize) % MAX_MARKS;
+            self.marks[i] = (end, now_ns);
+            self.marks_len += 1;
+        } else {
+            let last = (self.marks_head as usize + MAX_MARKS - 1) % MAX_MARKS;
+            self.marks[last].0 = end;
         }
     }
 
@@ -161,9 +277,11 @@ impl Outbox {
     pub fn consume(&mut self, n: usize) {
         self.sent += n;
         let done = self.consumed + self.sent as u64;
-        while self.marks.front().is_some_and(|&(end, _)| end <= done) {
-            self.marks.pop_front();
+        while self.marks_len > 0 && self.marks[self.marks_head as usize].0 <= done {
+            self.marks_head = ((self.marks_head as usize + 1) % MAX_MARKS) as u8;
+            self.marks_len -= 1;
         }
+        self.control.consume(done);
         if self.sent == self.buf.len() {
             self.consumed += self.sent as u64;
             self.buf.clear();
@@ -184,6 +302,14 @@ impl Outbox {
         self.buf.len() - self.sent
     }
 
+    /// Control-frame bytes queued and not yet written (exact for up to two runs of
+    /// control frames between data; an over-estimate, never an under-estimate, past).
+    pub fn control_queued(&self) -> usize {
+        self.control
+            .queued(self.consumed + self.sent as u64)
+            .min(self.queued())
+    }
+
     /// Whether nothing at all is queued.
     pub fn is_empty(&self) -> bool {
         self.queued() == 0
@@ -195,14 +321,12 @@ impl Outbox {
     }
 
     /// Age of the oldest unwritten complete frame, in ns (0 when none). Conservative:
-    /// past 64 queued frames it may report an older time, never a newer one.
+    /// past four queued frames it may report an older time, never a newer one.
     pub fn oldest_age_ns(&self, now_ns: u64) -> u64 {
-        if self.pending().is_empty() {
+        if self.pending().is_empty() || self.marks_len == 0 {
             return 0;
         }
-        self.marks
-            .front()
-            .map_or(0, |&(_, t)| now_ns.saturating_sub(t))
+        now_ns.saturating_sub(self.marks[self.marks_head as usize].1)
     }
 
     /// Drops every queued frame that has not started to go out, keeps the rest of a
@@ -215,16 +339,23 @@ impl Outbox {
             0
         } else {
             // The end of the frame in progress: the first mark past the sent offset.
-            self.marks
-                .iter()
-                .find(|&&(end, _)| end > sent_abs)
-                .map_or(self.buf.len(), |&(end, _)| (end - self.consumed) as usize)
+            (0..self.marks_len as usize)
+                .map(|i| self.marks[(self.marks_head as usize + i) % MAX_MARKS].0)
+                .find(|&end| end > sent_abs)
+                .map_or(self.buf.len(), |end| (end - self.consumed) as usize)
         };
         let keep_to = keep_to.max(self.sent).min(self.buf.len());
         let dropped = self.buf.len() - keep_to;
         self.buf.truncate(keep_to);
         let end_abs = self.consumed + keep_to as u64;
-        self.marks.retain(|&(end, _)| end <= end_abs);
+        while self.marks_len > 0 {
+            let last = (self.marks_head as usize + self.marks_len as usize - 1) % MAX_MARKS;
+            if self.marks[last].0 <= end_abs {
+                break;
+            }
+            self.marks_len -= 1;
+        }
+        self.control.truncate(end_abs);
         dropped
     }
 }

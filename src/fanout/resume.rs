@@ -1,0 +1,198 @@
+//! Where a new subscription starts: a replay from the ring, or a snapshot.
+//!
+//! A subscribe may carry `resume: {symbol: last_seq}`. The core knows, per symbol, the
+//! highest sequence it has read (`seen_seq`); it scans the ring backwards once for all
+//! resumed symbols. If every tick from `last_seq + 1` up to `seen_seq` is still there,
+//! they are replayed (flagged `replay`) and live ticks follow; otherwise the client gets
+//! the latest values flagged `snapshot`. A `last_seq` above anything the last-value
+//! cache holds comes from another run of the numbering (a restarted server or ingest):
+//! it gets a snapshot too, never a wait for the new numbers to catch up.
+//!
+//! Every subscription's `last_seq` is what makes the start meet the live stream with no
+//! gap and no duplicate: a tick at or below it is skipped. The same snapshot path
+//! brings subscribers up to date after the core was lapped by the ring, or after an
+//! edge node resynchronised its cache from the ingest.
+
+use std::collections::HashMap;
+
+use super::core::{ConnId, Core};
+use super::subscriptions::SubKey;
+use crate::tick::{Flags, Tick};
+
+impl Core {
+    /// Starts each of `key`'s newly `added` subscriptions: replayed from `resume`'s
+    /// point when the ring still has it, else the cached latest values, flagged.
+    pub(super) fn start_subscriptions(
+        &mut self,
+        key: ConnId,
+        added: &[u32],
+        resume: &HashMap<u32, u64>,
+        now: u64,
+    ) {
+        let replays = self.replay_from_ring(resume);
+        for &sym in added {
+            let Some(sk) = super::subscriptions::find(&self.conns[key].subs, sym) else {
+                continue;
+            };
+            match (resume.get(&sym), replays.get(&sym)) {
+                (Some(&from), Some(Some(ticks))) => {
+                    // Everything after `from` up to what this core has read is still in
+                    // the ring: replay it; live ticks follow.
+                    if let Some(sub) = self.subs.get_mut(sk) {
+                        sub.last_seq = from;
+                    }
+                    for t in ticks {
+                        let replay = Tick {
+                            flags: t.flags.with(Flags::REPLAY),
+                            ..*t
+                        };
+                        self.deliver_one(sk, &replay, now);
+                    }
+                }
+                _ => self.snapshot_sub(sk, now),
+            }
+        }
+    }
+
+    /// Sends subscription `sk` the cached latest values of its symbol newer than what it
+    /// has, flagged snapshot.
+    fn snapshot_sub(&mut self, sk: SubKey, now: u64) {
+        let Some(sym) = self.subs.get(sk).map(|s| s.symbol) else {
+            return;
+        };
+        let latest = self.lvc.latest(sym);
+        for t in latest.in_seq_order() {
+            let snap = Tick {
+                flags: t.flags.with(Flags::SNAPSHOT),
+                ..t
+            };
+            self.deliver_one(sk, &snap, now);
+        }
+    }
+
+    /// Brings every subscriber up to date from the cache, flagged snapshot.
+    pub(super) fn snapshot_subscribers(&mut self, now: u64) {
+        for sym in 0..self.subs.symbols() {
+            let routes = self.subs.of_symbol(sym as u32).len();
+            if routes == 0 {
+                continue;
+            }
+            let latest = self.lvc.latest(sym as u32);
+            if let Some(seen) = self.seen_seq.get_mut(sym) {
+                *seen = (*seen).max(latest.seq());
+            }
+            for t in latest.in_seq_order() {
+                let snap = Tick {
+                    flags: t.flags.with(Flags::SNAPSHOT),
+                    ..t
+                };
+                for i in 0..self.subs.of_symbol(sym as u32).len() {
+                    let sk = self.subs.of_symbol(sym as u32)[i];
+                    self.deliver_one(sk, &snap, now);
+                }
+            }
+        }
+    }
+
+    /// The ring's producer resynchronised the cache from outside the ring (an edge
+    /// node took a fresh snapshot from its ingest: `bus::edge`): skip to the head and
+    /// bring every subscriber up to date from the cache, flagged snapshot. After an
+    /// ingest restart, whose sequence numbers start over, the old numbers are forgotten
+    /// first, and so is what conflation held from before.
+    pub(super) fn recover_resync(&mut self, generation: u64, now: u64) {
+        let restart = self.ring.restart_generation() > self.resync_seen;
+        self.resync_seen = generation;
+        if restart {
+            self.seen_seq.fill(0);
+            for sub in self.subs.iter_mut() {
+                sub.last_seq = 0;
+                sub.pending = false;
+                sub.merged = None;
+            }
+        }
+        self.reader.resync();
+        self.snapshot_subscribers(now);
+    }
+
+    /// Delivers one tick to one subscription, unless it already has it (cold paths:
+    /// snapshots, replays, lap recovery). A conflating connection merges it.
+    pub(super) fn deliver_one(&mut self, sk: SubKey, t: &Tick, now: u64) {
+        let Some(sub) = self.subs.get_mut(sk) else {
+            return;
+        };
+        if t.seq <= sub.last_seq {
+            return;
+        }
+        sub.last_seq = t.seq;
+        let key = sub.conn;
+        let conn = &mut self.conns[key];
+        if !conn.live() {
+            return;
+        }
+        if conn.conflating {
+            sub.conflator().absorb(t);
+            conn.conflated_updates += 1;
+            self.counters.conflated_updates += 1;
+            if !sub.pending {
+                sub.pending = true;
+                self.pending.push(sk);
+            }
+            return;
+        }
+        self.push_tick(key, t, now);
+    }
+
+    /// For each `(symbol, last seq the client saw)`, the ticks it missed up to what
+    /// this core has read, from the ring: `Some(ticks)` (possibly empty) when the ring
+    /// still holds every one of them, `None` when some were overwritten. One backward
+    /// scan over the ring serves every symbol.
+    pub(super) fn replay_from_ring(
+        &self,
+        resume: &HashMap<u32, u64>,
+    ) -> HashMap<u32, Option<Vec<Tick>>> {
+        let mut out: HashMap<u32, Option<Vec<Tick>>> = HashMap::new();
+        // Symbols with something to replay, and the seq the scan must reach down to.
+        let mut open: HashMap<u32, (u64, u64)> = HashMap::new();
+        for (&sym, &from) in resume {
+            let seen = self.seen_seq.get(sym as usize).copied().unwrap_or(0);
+            if from > self.lvc.latest(sym).seq() {
+                // A sequence this server never reached: the client's numbers come from
+                // another run (a restart). Only a snapshot can bring it up to date.
+                out.insert(sym, None);
+            } else if seen <= from {
+                out.insert(sym, Some(Vec::new()));
+            } else {
+                open.insert(sym, (from, seen));
+                out.insert(sym, None);
+            }
+        }
+        if open.is_empty() {
+            return out;
+        }
+        let ring = &self.ring;
+        let end = self.reader.position();
+        // Below the last resynchronisation the ring may miss ticks or hold another
+        // run's numbers: never replay from there.
+        let start = end.saturating_sub(ring.capacity()).max(ring.replay_floor());
+        let mut found: HashMap<u32, Vec<Tick>> = HashMap::new();
+        let mut pos = end;
+        while pos > start && !open.is_empty() {
+            pos -= 1;
+            let Some(t) = ring.get(pos) else {
+                break; // overwritten while scanning: the rest is gone too
+            };
+            if let Some(&(from, seen)) = open.get(&t.symbol_id) {
+                if t.seq > from && t.seq <= seen {
+                    found.entry(t.symbol_id).or_default().push(t);
+                    if t.seq == from + 1 {
+                        open.remove(&t.symbol_id);
+                        let mut ticks = found.remove(&t.symbol_id).unwrap_or_default();
+                        ticks.reverse();
+                        out.insert(t.symbol_id, Some(ticks));
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,967 @@
+//! Deterministic tests of the fan-out core: no sockets, no threads, no sleeps.
+//!
+//! [`Sim`] plays the I/O shell and the clients (the quinn-proto way: a virtual clock
+//! that jumps to the core's next deadline): it publishes ticks through a real
+//! sequencer into a real ring and cache, feeds the core masked client frames, and
+//! "writes" each connection's bytes into a simulated peer whose socket takes only as
+//! many bytes as the test allows, so a slow consumer is one that stops taking.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::core::{ConnId, Core, Mode, Settings};
+use crate::config::Config;
+use crate::feed::FeedTick;
+use crate::lvc::LastValueCache;
+use crate::ring::Ring;
+use crate::sequencer::{Sequencer, SequencerStats};
+use crate::stats::Stats;
+use crate::symbol::{Symbol, SymbolTable};
+use crate::tick::{Body, Flags, Tick};
+use crate::wire::frame::{
+    client_frame, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
+
+/// What a simulated client received, frame by frame.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Json(Value),
+    Ticks(Vec<Tick>),
+    /// A binary message kept as bytes (echo connections).
+    Bytes(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(u16, String),
+}
+
+/// A simulated client: its socket takes `window` more bytes (then blocks) and
+/// everything it took is parsed into frames.
+#[derive(Debug, Default)]
+struct Peer {
+    window: usize,
+    /// Keep binary messages as bytes instead of decoding them as ticks.
+    raw_binary: bool,
+    raw: Vec<u8>,
+    got: Vec<Got>,
+    dropped: bool,
+}
+
+impl Peer {
+    fn parse(&mut self) {
+        loop {
+            let b = &self.raw;
+            if b.len() < 2 {
+                return;
+            }
+            assert_eq!(b[0] & 0x80, 0x80, "server frames are final");
+            assert_eq!(b[1] & 0x80, 0, "server frames are not masked");
+            let op = b[0] & 0x0f;
+            let (len, at) = match b[1] & 0x7f {
+                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 if b.len() >= 10 => (
+                    u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => return,
+                n => (n as usize, 2),
+            };
+            if b.len() < at + len {
+                return;
+            }
+            let payload = b[at..at + len].to_vec();
+            self.raw.drain(..at + len);
+            if op >= OP_CLOSE {
+                assert!(
+                    payload.len() <= 125,
+                    "control frames carry at most 125 bytes"
+                );
+            }
+            self.got.push(match op {
+                OP_TEXT => Got::Json(serde_json::from_slice(&payload).expect("JSON text")),
+                OP_BINARY if self.raw_binary => Got::Bytes(payload),
+                OP_BINARY => {
+                    let mut aligned = rkyv::util::AlignedVec::<8>::new();
+                    aligned.extend_from_slice(&payload);
+                    Got::Ticks(crate::wire::decode_message(&aligned).expect("binary").1)
+                }
+                OP_PING => Got::Ping(payload),
+                OP_PONG => Got::Pong(payload),
+                OP_CLOSE => Got::Close(
+                    u16::from_be_bytes([payload[0], payload[1]]),
+                    String::from_utf8(payload[2..].to_vec()).expect("UTF-8 reason"),
+                ),
+                other => panic!("unexpected opcode {other}"),
+            });
+        }
+    }
+}
+
+struct Sim {
+    now: u64,
+    core: Core,
+    seq: Sequencer,
+    stats: Arc<Stats>,
+    peers: HashMap<ConnId, Peer>,
+}
+
+fn sym(i: usize) -> Symbol {
+    Symbol::new(&format!("S{i}")).unwrap()
+}
+
+fn trade(price: i64, size: i64) -> Body {
+    Body::trade(price, size)
+}
+
+fn quote(bid: i64) -> Body {
+    Body::Quote {
+        bid_px: bid,
+        bid_sz: 1,
+        ask_px: bid + 1,
+        ask_sz: 2,
+    }
+}
+
+impl Sim {
+    fn new(tune: impl FnOnce(&mut Config)) -> Sim {
+        let mut config = Config {
+            ring_capacity: 1024,
+            max_symbols: 64,
+            ..Config::default()
+        };
+        tune(&mut config);
+        config.validate().expect("valid test config");
+        let symbols = Arc::new(SymbolTable::new(config.max_symbols));
+        let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
+        let (publisher, ring) = Ring::new(config.ring_capacity);
+        let seq_stats = Arc::new(SequencerStats::default());
+        let stats = Arc::new(Stats::new(1, seq_stats.clone()));
+        let mut seq = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
+        let now = 1_000 * SEC;
+        for i in 0..4 {
+            // Every symbol exists (and has a first quote) before anyone subscribes.
+            seq.sequence(
+                &FeedTick {
+                    symbol: sym(i),
+                    ts_event: now,
+                    body: quote(100),
+                },
+                now,
+            )
+            .unwrap();
+        }
+        let core = Core::new(
+            0,
+            Settings::from_config(&config),
+            symbols,
+            lvc,
+            ring,
+            stats.clone(),
+        );
+        let mut sim = Sim {
+            now,
+            core,
+            seq,
+            stats,
+            peers: HashMap::new(),
+        };
+        sim.pump();
+        sim
+    }
+
+    fn connect(&mut self, mode: Mode) -> ConnId {
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        let k = self.core.open(peer, mode, None, self.now);
+        self.peers.insert(
+            k,
+            Peer {
+                window: usize::MAX,
+                raw_binary: mode == Mode::Echo,
+                ..Peer::default()
+            },
+        );
+        k
+    }
+
+    /// Sends raw client bytes.
+    fn send_raw(&mut self, k: ConnId, bytes: &[u8]) {
+        let mut input = bytes.to_vec();
+        self.core.on_input(k, &mut input, self.now);
+        self.flush();
+    }
+
+    fn send(&mut self, k: ConnId, v: Value) {
+        self.send_raw(
+            k,
+            &client_frame(true, OP_TEXT, v.to_string().as_bytes(), MASK),
+        );
+    }
+
+    fn subscribe(&mut self, k: ConnId, v: Value) {
+        let mut msg = json!({"op": "subscribe", "format": "binary"});
+        for (key, val) in v.as_object().unwrap() {
+            msg[key] = val.clone();
+        }
+        self.send(k, msg);
+    }
+
+    fn publish(&mut self, i: usize, body: Body) -> Tick {
+        self.seq
+            .sequence(
+                &FeedTick {
+                    symbol: sym(i),
+                    ts_event: self.now,
+                    body,
+                },
+                self.now,
+            )
+            .unwrap()
+    }
+
+    fn pump(&mut self) {
+        self.core.pump(usize::MAX, self.now);
+        self.flush();
+        self.core.record_latency(self.now);
+    }
+
+    /// Writes every ready connection into its peer, as far as its window goes.
+    fn flush(&mut self) {
+        let now = self.now;
+        while let Some(k) = self.core.next_ready() {
+            self.write(k, now);
+        }
+        let mut wakes = Vec::new();
+        self.core.take_wakes(&mut wakes);
+        for k in wakes {
+            self.settle(k);
+        }
+    }
+
+    fn write(&mut self, k: ConnId, now: u64) {
+        loop {
+            let peer = self.peers.get_mut(&k).expect("a peer");
+            let bytes = self.core.transmit(k, now);
+            if bytes.is_empty() {
+                self.core.on_flushed(k, now);
+                if self.core.transmit(k, now).is_empty() {
+                    return;
+                }
+                continue;
+            }
+            let n = bytes.len().min(peer.window);
+            if n == 0 {
+                self.core.on_blocked(k, now);
+                return;
+            }
+            peer.raw.extend_from_slice(&bytes[..n]);
+            peer.window -= n;
+            peer.parse();
+            self.core.on_written(k, n, now);
+        }
+    }
+
+    /// Plays the session's reaction to a state change: drops dead connections,
+    /// finishes closed ones once drained, feeds kept input.
+    fn settle(&mut self, k: ConnId) {
+        let Some(st) = self.core.io_state(k) else {
+            return;
+        };
+        if st.dead || (st.closing && st.drained) {
+            self.core.remove(k, self.now);
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.dropped = true;
+            }
+        } else if st.backlog {
+            self.core.resume_input(k, self.now);
+            self.flush();
+        }
+    }
+
+    /// The peer reads everything it was sent and keeps reading.
+    fn read_all(&mut self, k: ConnId) {
+        self.peers.get_mut(&k).unwrap().window = usize::MAX;
+        self.core.on_writable(k);
+        self.write(k, self.now);
+        self.flush();
+        self.settle(k);
+    }
+
+    /// The peer's socket takes `n` more bytes, then none.
+    fn stall(&mut self, k: ConnId, n: usize) {
+        self.peers.get_mut(&k).unwrap().window = n;
+    }
+
+    /// Runs the core's timers up to `t`, jumping from deadline to deadline.
+    fn run_until(&mut self, t: u64) {
+        while let Some(d) = self.core.next_deadline() {
+            if d > t {
+                break;
+            }
+            self.now = self.now.max(d);
+            self.core.on_timer(self.now);
+            self.flush();
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn got(&mut self, k: ConnId) -> Vec<Got> {
+        std::mem::take(&mut self.peers.get_mut(&k).unwrap().got)
+    }
+
+    fn ticks(got: &[Got]) -> Vec<Tick> {
+        got.iter()
+            .filter_map(|g| match g {
+                Got::Ticks(t) => Some(t.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn json_of(got: &[Got], kind: &str) -> Vec<Value> {
+        got.iter()
+            .filter_map(|g| match g {
+                Got::Json(v) if v["type"] == kind => Some(v.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn queued(&self, k: ConnId) -> usize {
+        self.core.conns[k].out.queued()
+    }
+}
+
+#[test]
+fn snapshot_then_live_with_no_gap_or_duplicate() {
+    let mut sim = Sim::new(|_| {});
+    sim.publish(0, trade(5, 1)); // seq 2, a trade before anyone subscribes
+    sim.pump();
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"], "id": 1}));
+    let got = sim.got(k);
+    let ack = &Sim::json_of(&got, "subscribed")[0];
+    assert_eq!(ack["id"], 1);
+    assert_eq!(ack["symbols"], json!(["S0"]));
+    assert_eq!(Sim::json_of(&got, "symbols")[0]["symbols"][0]["name"], "S0");
+    let snap = Sim::ticks(&got);
+    assert_eq!(snap.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2]);
+    assert!(snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    // A tick that was in the ring before the subscribe but not read by the core yet
+    // is already in the snapshot: it must not come twice.
+    sim.publish(0, quote(101)); // seq 3, unread
+    let k2 = sim.connect(Mode::Subscriber);
+    sim.subscribe(k2, json!({"symbols": ["S0"]}));
+    sim.pump();
+    for i in 0..10 {
+        sim.publish(0, trade(10 + i, 1));
+        sim.publish(1, trade(1, 1)); // another symbol: not delivered
+        sim.pump();
+    }
+    let live: Vec<u64> = Sim::ticks(&sim.got(k)).iter().map(|t| t.seq).collect();
+    assert_eq!(
+        live,
+        (3..=13).collect::<Vec<_>>(),
+        "live after the snapshot"
+    );
+    let k2_ticks = Sim::ticks(&sim.got(k2));
+    let seqs: Vec<u64> = k2_ticks.iter().map(|t| t.seq).collect();
+    assert_eq!(
+        seqs,
+        (2..=13).collect::<Vec<_>>(),
+        "snapshot 2, 3 then live 4.."
+    );
+    assert!(k2_ticks[..2]
+        .iter()
+        .all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    assert!(k2_ticks[2..].iter().all(|t| t.flags == Flags::empty()));
+}
+
+#[test]
+fn conflation_enters_and_leaves_at_the_water_marks() {
+    let mut sim = Sim::new(|c| {
+        c.high_water_bytes = 4 * 1024;
+        c.low_water_bytes = 1024;
+        c.max_queue_age_ms = 0;
+    });
+    let fast = sim.connect(Mode::Subscriber);
+    let slow = sim.connect(Mode::Subscriber);
+    sim.subscribe(fast, json!({"symbols": ["S0", "S1"]}));
+    sim.subscribe(slow, json!({"symbols": ["S0", "S1"]}));
+    sim.got(fast);
+    sim.got(slow);
+    sim.stall(slow, 0);
+    let mut published = Vec::new();
+    // Enough single-tick batches to pass 4 KiB of queue (each message is 90 bytes).
+    for i in 0..200 {
+        published.push(sim.publish(0, trade(100 + (i % 7), 1 + i % 3)));
+        published.push(sim.publish(1, quote(50 + i)));
+        sim.pump();
+        assert!(
+            sim.queued(slow) <= 4 * 1024 + 200,
+            "the slow queue stays within its budget"
+        );
+    }
+    let c = &sim.core.conns[slow];
+    assert!(c.conflating, "over high water: conflating");
+    assert!(c.conflated_updates > 0);
+    // The fast one got everything, in order.
+    let fast_ticks = Sim::ticks(&sim.got(fast));
+    assert_eq!(fast_ticks.len(), published.len());
+    // The slow one reads: below low water it gets the merged records and streams again.
+    sim.read_all(slow);
+    let got = sim.got(slow);
+    let on = Sim::json_of(&got, "conflation");
+    assert_eq!(on[0]["state"], "on");
+    let off = on
+        .iter()
+        .find(|v| v["state"] == "off")
+        .expect("conflation off");
+    let merged = off["merged"].as_u64().unwrap();
+    let ticks = Sim::ticks(&got);
+    let conflated: Vec<&Tick> = ticks
+        .iter()
+        .filter(|t| t.flags.contains(Flags::CONFLATED))
+        .collect();
+    assert_eq!(conflated.len(), 2, "one trade aggregate, one latest quote");
+    let total: u64 = ticks.iter().map(|t| u64::from(t.count)).sum();
+    assert_eq!(total, published.len() as u64, "every update sent or merged");
+    assert_eq!(
+        conflated.iter().map(|t| u64::from(t.count)).sum::<u64>(),
+        merged
+    );
+    let agg = conflated
+        .iter()
+        .find(|t| matches!(t.body, Body::Trade { .. }))
+        .unwrap();
+    let merged_trades: Vec<&Tick> = published
+        .iter()
+        .filter(|t| t.symbol_id == agg.symbol_id && t.seq > agg.seq - u64::from(agg.count))
+        .collect();
+    let Body::Trade {
+        price,
+        size,
+        high,
+        low,
+    } = agg.body
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        size,
+        merged_trades
+            .iter()
+            .map(|t| t.body.values()[1])
+            .sum::<i64>(),
+        "volume aggregated"
+    );
+    assert_eq!(price, merged_trades.last().unwrap().body.values()[0]);
+    assert_eq!(
+        high,
+        merged_trades
+            .iter()
+            .map(|t| t.body.values()[0])
+            .max()
+            .unwrap()
+    );
+    assert_eq!(
+        low,
+        merged_trades
+            .iter()
+            .map(|t| t.body.values()[0])
+            .min()
+            .unwrap()
+    );
+    let q = conflated
+        .iter()
+        .find(|t| matches!(t.body, Body::Quote { .. }))
+        .unwrap();
+    assert_eq!(q.body, published.last().unwrap().body, "the latest quote");
+    assert!(!sim.core.conns[slow].conflating);
+    // Streaming again, with no gap after the merged records.
+    let after = sim.publish(0, trade(1, 1));
+    sim.pump();
+    let next = Sim::ticks(&sim.got(slow));
+    assert_eq!(next.iter().map(|t| t.seq).collect::<Vec<_>>(), [after.seq]);
+}
+
+#[test]
+fn max_rate_releases_exactly_on_the_interval() {
+    let mut sim = Sim::new(|_| {});
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"], "max_rate": 4}));
+    sim.got(k);
+    let start = sim.now;
+    let mut deliveries = Vec::new();
+    let mut last = None;
+    // A quote every millisecond for two seconds.
+    for i in 0..2_000u64 {
+        sim.run_until(start + i * MS);
+        last = Some(sim.publish(0, quote(i as i64)));
+        sim.pump();
+        for t in Sim::ticks(&sim.got(k)) {
+            deliveries.push((sim.now, t));
+        }
+    }
+    sim.run_until(start + 3 * SEC);
+    for t in Sim::ticks(&sim.got(k)) {
+        deliveries.push((sim.now, t));
+    }
+    let times: Vec<u64> = deliveries.iter().map(|(t, _)| t - start).collect();
+    for w in times.windows(2) {
+        assert!(w[1] - w[0] >= 250 * MS, "{times:?}");
+    }
+    // The first goes at once; after that, one every 250 ms exactly (released by the
+    // timer at the deadline, or by the next tick when it is due).
+    assert_eq!(times[0], 0);
+    assert_eq!(times[1], 250 * MS);
+    assert_eq!(times[4], 1_000 * MS);
+    let total: u64 = deliveries.iter().map(|(_, t)| u64::from(t.count)).sum();
+    assert_eq!(total, 2_000, "every update sent or merged");
+    assert_eq!(
+        deliveries.last().unwrap().1.seq,
+        last.unwrap().seq,
+        "final value held"
+    );
+}
+
+#[test]
+fn queue_age_conflation() {
+    let mut sim = Sim::new(|c| {
+        c.max_queue_age_ms = 100;
+    });
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"]}));
+    sim.got(k);
+    sim.stall(k, 0);
+    sim.publish(0, quote(1));
+    sim.pump();
+    assert!(!sim.core.conns[k].conflating, "young queue");
+    sim.run_until(sim.now + 101 * MS);
+    sim.publish(0, quote(2));
+    sim.pump();
+    assert!(
+        sim.core.conns[k].conflating,
+        "oldest byte older than 100 ms"
+    );
+    assert!(sim.queued(k) < 1024, "conflating on age, not size");
+}
+
+#[test]
+fn stalled_connection_is_evicted_with_4008_at_exactly_the_stall_timeout() {
+    let mut sim = Sim::new(|c| {
+        c.stall_timeout_ms = 10_000;
+    });
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"]}));
+    sim.got(k);
+    sim.stall(k, 100); // takes part of the next message, then nothing
+    let stalled_at = sim.now;
+    for i in 0..5 {
+        sim.publish(0, quote(i));
+        sim.pump();
+    }
+    assert!(sim.core.io_state(k).unwrap().blocked);
+    sim.run_until(stalled_at + 10_000 * MS - 1);
+    assert!(!sim.core.conns[k].closing, "not a nanosecond early");
+    sim.run_until(stalled_at + 10_000 * MS);
+    assert!(sim.core.conns[k].closing, "evicted on the dot");
+    assert_eq!(
+        sim.core
+            .core_stats()
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Unsent frames were dropped: the close frame follows the part-written message.
+    sim.read_all(k);
+    let got = sim.got(k);
+    assert_eq!(got.last(), Some(&Got::Close(4008, "slow consumer".into())));
+    assert!(sim.peers[&k].dropped);
+}
+
+#[test]
+fn pings_then_idle_timeout_closes_with_4010() {
+    let mut sim = Sim::new(|c| {
+        c.ping_interval_ms = 15_000;
+        c.idle_timeout_ms = 45_000;
+    });
+    let opened = sim.now;
+    let k = sim.connect(Mode::Subscriber);
+    let live = sim.connect(Mode::Subscriber);
+    sim.run_until(opened + 15_000 * MS);
+    for c in [k, live] {
+        let got = sim.got(c);
+        assert!(
+            matches!(got.as_slice(), [Got::Ping(_)]),
+            "pinged at 15 s: {got:?}"
+        );
+    }
+    // `live` answers; `k` never does.
+    sim.send_raw(live, &client_frame(true, OP_PONG, b"", MASK));
+    sim.run_until(opened + 45_000 * MS - 1);
+    assert!(sim.core.io_state(k).is_some_and(|s| !s.dead));
+    sim.run_until(opened + 45_000 * MS);
+    assert!(sim.peers[&k].dropped, "freed at 45 s");
+    assert!(!sim.peers[&live].dropped);
+    assert_eq!(
+        sim.stats
+            .heartbeat_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn control_message_budget_drops_and_reports_once() {
+    let mut sim = Sim::new(|c| {
+        c.limits.control_messages_per_sec = 10;
+        c.limits.control_burst = 5;
+    });
+    let k = sim.connect(Mode::Subscriber);
+    for _ in 0..50 {
+        sim.send(k, json!({"op": "unsubscribe", "symbols": ["S0"]}));
+    }
+    let got = sim.got(k);
+    let acks = Sim::json_of(&got, "unsubscribed");
+    let errors = Sim::json_of(&got, "error");
+    assert_eq!(acks.len(), 5, "the burst");
+    assert_eq!(errors.len(), 1, "one error for the run of dropped messages");
+    assert!(errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate limit"));
+    // 100 ms later one more token: the next message is preceded by a count.
+    sim.run_until(sim.now + 100 * MS);
+    sim.send(k, json!({"op": "unsubscribe", "symbols": ["S0"]}));
+    let got = sim.got(k);
+    let errors = Sim::json_of(&got, "error");
+    assert_eq!(errors[0]["dropped"], 45);
+    assert_eq!(Sim::json_of(&got, "unsubscribed").len(), 1);
+}
+
+#[test]
+fn resume_replays_from_the_ring_or_falls_back_to_a_snapshot() {
+    let mut sim = Sim::new(|c| c.ring_capacity = 64);
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"]}));
+    let last_seen = Sim::ticks(&sim.got(k)).last().unwrap().seq;
+    // The client goes away; five ticks later it comes back.
+    sim.core
+        .close(k, crate::wire::CloseCode::Normal, "", false, sim.now);
+    sim.flush();
+    let missed: Vec<u64> = (0..5).map(|i| sim.publish(0, trade(i, 1)).seq).collect();
+    sim.pump();
+    let k2 = sim.connect(Mode::Subscriber);
+    sim.subscribe(k2, json!({"symbols": ["S0"], "resume": {"S0": last_seen}}));
+    let replay = Sim::ticks(&sim.got(k2));
+    assert_eq!(replay.iter().map(|t| t.seq).collect::<Vec<_>>(), missed);
+    assert!(replay.iter().all(|t| t.flags.contains(Flags::REPLAY)));
+    // Gone for longer than the ring holds: a flagged snapshot instead.
+    let before = missed[4];
+    for i in 0..200 {
+        sim.publish(1, trade(i, 1));
+        if i % 50 == 0 {
+            sim.publish(0, trade(i, 1));
+        }
+        sim.pump();
+    }
+    let k3 = sim.connect(Mode::Subscriber);
+    sim.subscribe(k3, json!({"symbols": ["S0"], "resume": {"S0": before}}));
+    let snap = Sim::ticks(&sim.got(k3));
+    assert!(!snap.is_empty());
+    assert!(snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    // Numbers from another run (higher than anything here): a snapshot too.
+    let k4 = sim.connect(Mode::Subscriber);
+    sim.subscribe(k4, json!({"symbols": ["S0"], "resume": {"S0": 1_000_000}}));
+    let snap = Sim::ticks(&sim.got(k4));
+    assert!(snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    assert_eq!(
+        snap.last().unwrap().seq,
+        sim.publish(0, trade(0, 1)).seq - 1
+    );
+}
+
+/// A client that floods pings and never reads: its pongs are coalesced, its control
+/// output stays under the bound, its input stops being read, and it is evicted at the
+/// stall timeout; the other subscriber never notices.
+#[test]
+fn ping_flood_without_reading_is_bounded_then_evicted() {
+    let mut sim = Sim::new(|c| {
+        c.stall_timeout_ms = 10_000;
+        c.limits.max_input_bytes_per_sec = 1 << 40;
+    });
+    let hostile = sim.connect(Mode::Subscriber);
+    let good = sim.connect(Mode::Subscriber);
+    sim.subscribe(good, json!({"symbols": ["S0"]}));
+    sim.got(good);
+    sim.stall(hostile, 0);
+    let ping = client_frame(true, OP_PING, &[7; 125], MASK);
+    let mut burst = Vec::new();
+    for _ in 0..500 {
+        burst.extend_from_slice(&ping);
+    }
+    let start = sim.now;
+    let limit = sim.core.settings.max_pending_control_bytes;
+    for round in 0..2_000 {
+        sim.now = start + round * MS;
+        if sim.core.io_state(hostile).is_some_and(|s| s.read) {
+            sim.send_raw(hostile, &burst); // 64 KiB of pings per read
+        }
+        sim.publish(0, quote(round as i64));
+        sim.pump();
+        assert!(
+            sim.core.conns[hostile].out.queued() <= limit + 127,
+            "round {round}: control output stays bounded"
+        );
+    }
+    let st = sim.core.io_state(hostile).unwrap();
+    assert!(!st.read, "its input is no longer read");
+    assert!(
+        sim.core.conns[hostile].backlog.len() <= burst.len(),
+        "at most one read kept"
+    );
+    let good_ticks = Sim::ticks(&sim.got(good));
+    assert_eq!(
+        good_ticks.len(),
+        2_000,
+        "the other subscriber got every tick"
+    );
+    sim.run_until(start + 10_000 * MS);
+    assert!(
+        sim.core.conns[hostile].closing,
+        "evicted at the stall timeout"
+    );
+}
+
+#[test]
+fn invalid_message_flood_earns_bounded_replies() {
+    // Input throttling is off the table here (its own test below): the replies alone
+    // must stay bounded.
+    let mut sim = Sim::new(|c| c.limits.max_input_bytes_per_sec = 1 << 40);
+    let k = sim.connect(Mode::Subscriber);
+    sim.stall(k, 0);
+    let bad = client_frame(true, OP_TEXT, b"x", MASK);
+    let mut burst = Vec::new();
+    for _ in 0..10_000 {
+        burst.extend_from_slice(&bad);
+    }
+    // A million bad messages at one instant: the burst of 100 is answered, then one
+    // error says the rest are dropped.
+    for _ in 0..100 {
+        assert!(sim.core.io_state(k).is_some_and(|s| s.read));
+        sim.send_raw(k, &burst);
+    }
+    let out = sim.core.conns[k].out.queued();
+    assert!(out <= 16 * 1024, "{out} bytes of replies queued");
+    assert_eq!(
+        sim.stats
+            .control_rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1_000_000 - 100
+    );
+    // Over ten seconds of flooding the replies grow by the budget's rate at most, and
+    // reading stops once they pass the bound.
+    let start = sim.now;
+    for i in 1..=1_000 {
+        sim.now = start + i * 10 * MS;
+        if sim.core.io_state(k).is_some_and(|s| s.read) {
+            sim.send_raw(k, &burst);
+        }
+        assert!(sim.core.conns[k].out.queued() <= 16 * 1024 + 200);
+    }
+    assert!(
+        !sim.core.io_state(k).unwrap().read,
+        "paused: TCP pushes back"
+    );
+    sim.read_all(k);
+    let got = sim.got(k);
+    let errors = Sim::json_of(&got, "error");
+    assert!(
+        errors.len() <= 100 + 1 + 500 + 500,
+        "{} error replies",
+        errors.len()
+    );
+    assert!(errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
+    assert!(errors[100]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate limit"));
+}
+
+#[test]
+fn fragments_are_limited_by_the_whole_message() {
+    let mut sim = Sim::new(|c| c.max_control_message_bytes = 65_536);
+    // 80 KB in two 40 KB fragments: 1009 as soon as the second header shows it.
+    let k = sim.connect(Mode::Subscriber);
+    let mut wire = client_frame(false, OP_TEXT, &[b' '; 40_000], MASK);
+    wire.extend(client_frame(true, OP_CONTINUATION, &[b' '; 40_000], MASK));
+    sim.send_raw(k, &wire[..40_020]); // the first fragment and the second's header
+    let got = sim.got(k);
+    assert_eq!(
+        got.last(),
+        Some(&Got::Close(
+            1009,
+            "message too big (limit 65536 bytes)".into()
+        ))
+    );
+    // Endless small fragments: the same, once the total passes the limit.
+    let k = sim.connect(Mode::Subscriber);
+    sim.send_raw(k, &client_frame(false, OP_TEXT, b"[", MASK));
+    let mut sent = 1;
+    while sim.core.io_state(k).is_some_and(|s| !s.closing) {
+        sim.send_raw(
+            k,
+            &client_frame(false, OP_CONTINUATION, &[b' '; 1000], MASK),
+        );
+        sent += 1000;
+        assert!(sent < 70_000);
+    }
+    assert!(matches!(sim.got(k).last(), Some(Got::Close(1009, _))));
+    // Exactly at the limit is accepted (and answered: it is not a control message).
+    let k = sim.connect(Mode::Subscriber);
+    let mut text = vec![b' '; 65_536];
+    text[0] = b'{';
+    text[65_535] = b'}';
+    sim.send_raw(k, &client_frame(true, OP_TEXT, &text, MASK));
+    let got = sim.got(k);
+    assert!(Sim::json_of(&got, "error")[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("missing \"op\""));
+    assert!(!got.iter().any(|g| matches!(g, Got::Close(..))));
+}
+
+#[test]
+fn rfc_6455_breaches_close_with_the_right_code() {
+    let mut sim = Sim::new(|_| {});
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (vec![0x81, 0x01, b'a'], 1002), // unmasked
+        (client_frame(true, 0x3, b"", MASK), 1002),
+        (client_frame(true, OP_PING, &[0; 126], MASK), 1002),
+        (client_frame(true, OP_TEXT, &[0xc3, 0x28], MASK), 1007),
+        (
+            client_frame(true, OP_CLOSE, &999u16.to_be_bytes(), MASK),
+            1002,
+        ),
+    ];
+    for (i, (wire, code)) in cases.into_iter().enumerate() {
+        let k = sim.connect(Mode::Subscriber);
+        sim.send_raw(k, &wire);
+        let got = sim.got(k);
+        assert!(
+            matches!(got.last(), Some(Got::Close(c, _)) if *c == code),
+            "case {i}: {got:?}"
+        );
+        assert!(sim.peers[&k].dropped || sim.core.conns[k].closing);
+    }
+    // A close with a 123-byte reason is answered with a close of at most 125 bytes
+    // (the peer's parser checks it), echoing the code.
+    let k = sim.connect(Mode::Subscriber);
+    let mut payload = 4000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[b'r'; 123]);
+    sim.send_raw(k, &client_frame(true, OP_CLOSE, &payload, MASK));
+    assert_eq!(sim.got(k).last(), Some(&Got::Close(4000, String::new())));
+    // A long server-side reason is cut to fit.
+    let k = sim.connect(Mode::Subscriber);
+    let long = "é".repeat(100);
+    sim.core
+        .close(k, crate::wire::CloseCode::Policy, &long, false, sim.now);
+    sim.flush();
+    match sim.got(k).last() {
+        Some(Got::Close(1008, r)) => assert_eq!(r.len(), 122),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn echo_mode_sends_every_message_back() {
+    let mut sim = Sim::new(|c| c.max_control_message_bytes = 65_536);
+    let k = sim.connect(Mode::Echo);
+    sim.send_raw(k, &client_frame(true, OP_TEXT, b"{\"a\":1}", MASK));
+    let mut frag = client_frame(false, OP_BINARY, &[1; 30_000], MASK);
+    frag.extend(client_frame(true, OP_CONTINUATION, &[1; 35_536], MASK));
+    sim.send_raw(k, &frag);
+    let got = sim.got(k);
+    assert_eq!(
+        got,
+        vec![Got::Json(json!({"a": 1})), Got::Bytes(vec![1; 65_536])],
+        "both messages back, the fragmented one whole"
+    );
+}
+
+#[test]
+fn idle_connection_holds_no_buffers() {
+    let mut sim = Sim::new(|_| {});
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["*"]}));
+    sim.got(k);
+    for i in 0..100 {
+        for s in 0..4 {
+            sim.publish(s, trade(i, 1));
+        }
+        sim.pump();
+    }
+    let c = &sim.core.conns[k];
+    assert!(c.out.is_empty());
+    assert!(c.out.capacity() <= super::outbox::KEEP_CAPACITY);
+    assert_eq!(c.frames.heap_bytes(), 0);
+    assert_eq!(c.backlog.capacity(), 0);
+}
+
+/// A client that sends faster than `max_input_bytes_per_sec` is not read until its
+/// budget refills: what it can make the core parse is bounded by the rate.
+#[test]
+fn input_over_its_byte_budget_is_throttled() {
+    let mut sim = Sim::new(|c| {
+        c.limits.max_input_bytes_per_sec = 100_000;
+        c.max_control_message_bytes = 1024;
+    });
+    let k = sim.connect(Mode::Subscriber);
+    let pong = client_frame(true, OP_PONG, &[0; 100], MASK);
+    let mut chunk = Vec::new();
+    while chunk.len() < 10_000 {
+        chunk.extend_from_slice(&pong);
+    }
+    let start = sim.now;
+    let mut read = 0usize;
+    // Ten seconds in which the client would send 64 MB: it gets read at the rate.
+    while sim.now < start + 10 * SEC {
+        if sim.core.io_state(k).unwrap().read {
+            sim.send_raw(k, &chunk);
+            read += chunk.len();
+        }
+        sim.run_until(sim.now + MS);
+    }
+    // The burst (100 kB) plus 100 kB/s, give or take one chunk.
+    assert!(
+        read <= 100_000 + 10 * 100_000 + chunk.len(),
+        "{read} bytes read"
+    );
+    assert!(read >= 10 * 100_000 - chunk.len(), "{read} bytes read");
+    assert!(
+        sim.core
+            .core_stats()
+            .input_throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+/// The per-connection state is small (it is most of what an idle connection costs).
+#[test]
+fn per_connection_state_stays_small() {
+    let conn = std::mem::size_of::<super::core::Conn>();
+    let sub = std::mem::size_of::<super::subscriptions::Sub>();
+    eprintln!("Conn {conn} bytes, Sub {sub} bytes");
+    assert!(conn <= 640, "Conn is {conn} bytes");
+    assert!(sub <= 64, "Sub is {sub} bytes");
+}
