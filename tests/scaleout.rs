@@ -1072,3 +1072,138 @@ async fn both_ingests_restart_one_after_the_other() {
     edge.shutdown();
     drop((a2, b2));
 }
+
+/// A TCP relay between a node and NATS that can hold back what NATS sends the node,
+/// so that the node falls behind while its connection stays up.
+struct Relay {
+    addr: SocketAddr,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = held.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        while h.load(Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Relay { addr, held, task }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn hold(&self, on: bool) {
+        self.held.store(on, Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One writer-core counter of `s`, summed over its cores.
+fn core_total(s: &ServerHandle, name: &str) -> u64 {
+    s.stats().to_json()["totals"][name].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resuming_onto_a_lagging_edge_waits_for_it_and_gets_no_snapshot() {
+    let nats = Nats::start();
+    let ingest = start_ingest(&nats);
+    let ahead = start_edge(&nats);
+    // The lagging edge reaches NATS through a relay that can hold its ticks back.
+    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], nats.port))).await;
+    let mut c = node_config(Role::Edge, &nats);
+    c.nats_url = relay.url();
+    c.resume_wait_ms = 2_000;
+    let behind = Server::start(c).expect("edge starts");
+    wait_for("the lagging edge's first snapshot", || {
+        behind.stats().bus.synced.load(Relaxed) == 1
+    });
+
+    let mut ws = subscribe(ahead.local_addr(), None).await;
+    let mut book = Book::default();
+    book.read_until(&mut ws, |k| k.live >= 100).await;
+    // The second edge falls behind: it gets nothing more from NATS for a while.
+    relay.hold(true);
+    let lvc_seq = |s: &str| {
+        let id = behind.symbols().id_of(s).unwrap();
+        behind.lvc().latest(id).seq()
+    };
+    book.read_until(&mut ws, |k| {
+        SYMBOLS
+            .iter()
+            .all(|s| k.last.get(*s).is_some_and(|&l| l > lvc_seq(s)))
+    })
+    .await;
+    drop(ws);
+    let last = book.last.clone();
+    // The client moves to the lagging edge, which has not reached any of its points.
+    let mut ws = subscribe(behind.local_addr(), Some(&last)).await;
+    wait_for("the resumes to wait", || {
+        core_total(&behind, "resumes_waited") == SYMBOLS.len() as u64
+    });
+    relay.hold(false);
+    let mut after = Book::resumed(&last);
+    let mut first: HashMap<String, (u64, Vec<String>)> = HashMap::new();
+    while first.len() < SYMBOLS.len() || after.live < 100 {
+        if let Ok(ticks) = next_ticks(&mut ws, &mut after.names).await {
+            for t in ticks {
+                first
+                    .entry(t.symbol.clone())
+                    .or_insert((t.seq, t.flags.clone()));
+                after.take(t);
+            }
+        }
+    }
+    for s in SYMBOLS {
+        let (seq, flags) = &first[s];
+        assert_eq!(*seq, last[s] + 1, "{s}: right after the last seq seen");
+        assert!(
+            flags.iter().all(|f| f == "replay"),
+            "{s}: replayed or live, not a snapshot: {flags:?}"
+        );
+    }
+    assert_eq!(
+        core_total(&behind, "resumes_caught_up"),
+        SYMBOLS.len() as u64
+    );
+    assert_eq!(core_total(&behind, "resumes_timed_out"), 0);
+    drop(ws);
+    for s in [behind, ahead, ingest] {
+        s.shutdown();
+    }
+}
