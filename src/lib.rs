@@ -22,7 +22,9 @@
 //! - [`client`]: the Rust subscriber (zero-copy batches, gap detection, reconnect with
 //!   resume); [`capture`] files record its sessions for the replay feed. It and the
 //!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
-//! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
+//! - [`bus`]: scale-out over NATS: `ingest` nodes elect a leader through a JetStream
+//!   key-value lease ([`bus::election`]); the leader publishes every sequenced batch,
+//!   a standby follows it and takes over continuing the numbers ([`bus::ingest`]);
 //!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
 //! - [`server`]: wires it all together and owns the [`app::App`] state the parts
 //!   share; [`config`] holds every setting and [`admission`] and [`auth`] decide who
