@@ -292,12 +292,15 @@ async fn run(mut ctx: PublisherContext, mut rx: mpsc::Receiver<Outgoing>) {
         // Subscriptions follow the role: the leader answers snapshot requests, a
         // standby reads the ticks. (Subscribing while NATS is away is queued by the
         // client and sent when it connects.)
-        if leading.term.is_some() {
+        if let Some(term) = leading.term {
             ticks = None;
             if let Some(f) = fetch.take() {
                 f.abort();
             }
-            if requests.is_none() {
+            // Snapshots are answered once the sequencer thread leads under this term
+            // (it sets the term and epoch it publishes under): before that, the cache
+            // and the epoch are still the follower's.
+            if requests.is_none() && ctx.stats.bus.term.load(Relaxed) == term {
                 requests = client.subscribe(bus.snapshot_subject()).await.ok();
             }
         } else {
@@ -647,7 +650,12 @@ async fn answer(
     req: async_nats::Message,
     page: &mut Vec<u8>,
 ) {
-    let Some(term) = leading.term else { return };
+    let Some(term) = leading
+        .term
+        .filter(|&t| ctx.stats.bus.term.load(Relaxed) == t)
+    else {
+        return;
+    };
     let Some(reply) = req.reply else {
         ctx.stats.bus.malformed.fetch_add(1, Relaxed);
         return;
