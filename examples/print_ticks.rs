@@ -27,6 +27,9 @@ struct Args {
     /// (a private CA, or a self-signed server certificate).
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+    /// The token of a server with `[auth]`, sent as `Authorization: Bearer`.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -34,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let options = Options {
         ca_file: args.ca_file,
+        token: args.token,
         ..Options::symbols(args.symbols)
     };
     let mut client = Client::connect(&args.url, options)

@@ -39,6 +39,9 @@ struct Args {
     /// (a private CA, or a self-signed server certificate).
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+    /// The token of a server with `[auth]`, sent as `Authorization: Bearer`.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let mut capture = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), &header)?;
     let options = Options {
         ca_file: args.ca_file.clone(),
+        token: args.token.clone(),
         ..Options::symbols(args.symbols.clone())
     };
     let mut client = Client::connect(&args.url, options)

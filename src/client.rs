@@ -24,7 +24,8 @@
 //! Layers, as in the server: [`Session`] is sans-IO (subscriptions, the id → name
 //! map, [`GapDetector`], resume points) and [`Client`] is the I/O around it: a
 //! fastwebsockets connection ([`crate::wsclient`]: `ws://`, or `wss://` with rustls
-//! trusting the webpki roots plus [`Options::ca_file`]) whose read half runs in a
+//! trusting the webpki roots plus [`Options::ca_file`]; [`Options::token`] sent as
+//! `Authorization: Bearer` to a server with `[auth]`) whose read half runs in a
 //! task that hands complete messages to [`Client::next`] through a bounded queue.
 //!
 //! Backpressure: the queue holds [`Options::queue_messages`] messages. While it is
@@ -215,6 +216,10 @@ pub struct Options {
     /// roots, for a private CA or a self-signed server. Read once, by
     /// [`Client::connect`]. Default: none.
     pub ca_file: Option<PathBuf>,
+    /// The token of a server with `[auth]` (`docs/operations.md`), sent on every
+    /// connection as `Authorization: Bearer <token>` (never in the URL, so it stays
+    /// out of proxy logs). Default: none.
+    pub token: Option<String>,
 }
 
 impl Default for Options {
@@ -231,6 +236,7 @@ impl Default for Options {
             max_message_bytes: 1 << 20,
             jitter_seed: None,
             ca_file: None,
+            token: None,
         }
     }
 }
@@ -526,6 +532,7 @@ impl Client {
             &self.target,
             self.tls.as_ref().map(|t| &t.0),
             concat!("tickcast-client/", env!("CARGO_PKG_VERSION")),
+            self.options.token.as_deref(),
         );
         let ws = tokio::time::timeout(timeout, connect)
             .await

@@ -1,8 +1,11 @@
 //! The browser dashboard: a watchlist page served at `/`, embedded in the binary.
 //!
-//! The page (`src/dashboard/`) is plain HTML, CSS and JavaScript with no build step;
-//! it speaks the WebSocket protocol of `docs/protocol.md` like any other client.
-//! `docs/dashboard.md` describes what it does and how its browser test runs.
+//! The page (`src/dashboard/`) is plain HTML, CSS and an ES module, `app.js`, built on
+//! the JavaScript client package (`clients/js`, `tickcast-client`): the package's
+//! compiled modules are committed in `src/dashboard/client/` and served at
+//! `/client/`, so `cargo build` needs no npm (`tests/js/run.sh` checks they are the
+//! build of `clients/js/src`). `docs/dashboard.md` describes what the page does and how
+//! its browser test runs.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,6 +21,17 @@ pub struct Asset {
     pub content_type: &'static str,
     /// The file's bytes.
     pub body: &'static [u8],
+}
+
+/// One module of the client package, served at `/client/NAME`.
+macro_rules! client_module {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/client/", $name),
+            content_type: "text/javascript; charset=utf-8",
+            body: include_bytes!(concat!("dashboard/client/", $name)),
+        }
+    };
 }
 
 /// Every file the dashboard serves.
@@ -42,6 +56,13 @@ pub const ASSETS: &[Asset] = &[
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("dashboard/style.css"),
     },
+    client_module!("index.js"),
+    client_module!("backoff.js"),
+    client_module!("client.js"),
+    client_module!("decode.js"),
+    client_module!("fixed.js"),
+    client_module!("gaps.js"),
+    client_module!("session.js"),
 ];
 
 /// The asset served at `path`, if any.
@@ -98,6 +119,38 @@ mod tests {
             assert!(!serves(p), "{p}");
             assert_eq!(response(p).status(), StatusCode::NOT_FOUND, "{p}");
         }
+    }
+
+    /// Every module the page imports, and every module they import in turn, is
+    /// embedded: a module added to `clients/js/src` must be listed in [`ASSETS`].
+    #[test]
+    fn every_imported_module_is_embedded() {
+        let mut checked = 0;
+        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let text = std::str::from_utf8(a.body).unwrap();
+            let dir = &a.path[..a.path.rfind('/').unwrap() + 1];
+            for line in text.lines() {
+                let line = line.trim_start();
+                if !(line.starts_with("import ") || line.starts_with("export ")) {
+                    continue;
+                }
+                let Some(from) = line.split(" from ").nth(1) else {
+                    continue;
+                };
+                let spec = from.trim_matches(|c| c == '\'' || c == '"' || c == ';');
+                let path = match spec.strip_prefix("./") {
+                    Some(rest) => format!("{dir}{rest}"),
+                    None => spec.to_string(),
+                };
+                assert!(
+                    asset(&path).is_some(),
+                    "{} imports {spec}: not embedded",
+                    a.path
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 7, "{checked} imports checked");
     }
 
     #[test]

@@ -178,13 +178,36 @@ impl FeedContext {
     /// Sends a tick, blocking while the channel is full (backpressure), but giving up
     /// when the server shuts down.
     pub fn send(&self, tick: FeedTick) -> Result<(), SendError> {
+        self.push(tick)?;
+        self.status.ticks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends a burst of ticks in order, like [`FeedContext::send`], counting them once.
+    pub fn send_burst(&self, ticks: &[FeedTick]) -> Result<(), SendError> {
+        let mut sent = 0;
+        let result = ticks.iter().try_for_each(|t| {
+            self.push(*t)?;
+            sent += 1;
+            Ok(())
+        });
+        self.status.ticks.fetch_add(sent, Ordering::Relaxed);
+        result
+    }
+
+    /// One tick into the channel: no clock read unless the channel is full.
+    fn push(&self, tick: FeedTick) -> Result<(), SendError> {
+        let tick = match self.tx.try_send(tick) {
+            Ok(()) => return Ok(()),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(SendError::Disconnected)
+            }
+            Err(crossbeam_channel::TrySendError::Full(t)) => t,
+        };
         let mut tick = tick;
         loop {
             match self.tx.send_timeout(tick, Duration::from_millis(50)) {
-                Ok(()) => {
-                    self.status.ticks.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(t)) => {
                     if self.is_shutdown() {
                         return Err(SendError::Shutdown);

@@ -145,12 +145,6 @@ fn upgrade(
     shared: &App,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return text_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
-        );
-    }
     let rejected = &shared.stats.rejected;
     let allowed = &shared.config.limits.allowed_origins;
     if let Some(origin) = req.headers().get(hyper::header::ORIGIN) {
@@ -180,6 +174,14 @@ fn upgrade(
             }
         }
     };
+    // After the token check, so that a page can test a token with a plain GET (which
+    // answers 426 when the token is good): a browser's failed WebSocket says nothing.
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
+        );
+    }
     let permit = match shared.admission.admit(peer.ip()) {
         Ok(p) => p,
         Err(e) => {

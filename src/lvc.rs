@@ -1,30 +1,87 @@
-//! `LastValueCache`: the latest trade and the latest quote of every symbol.
+//! `LastValueCache`: the latest trade and the latest quote of every symbol, and its
+//! [`TradeSummary`]: open, high, low and volume since the server's session started.
 //!
 //! Written only by the sequencer (through the one [`LvcWriter`]), read without locks by
 //! writer cores for snapshots on subscribe, for recovery after a ring lap, and for
 //! conflation. Each entry is a [`SeqCell`], so a read is a consistent copy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::seqlock::SeqCell;
 use crate::tick::{Body, Kind, Tick};
 
-/// Per-symbol running trade totals, so that conflation can account for trades a
-/// reader never saw (after a ring lap) by difference.
-#[derive(Debug, Default)]
-struct TradeTotals {
-    /// Trades ever seen for the symbol.
-    count: AtomicU64,
-    /// Sum of their sizes, fixed point; wraps only after 9e10 units of volume.
-    volume: AtomicU64,
+/// A symbol's trading since the server's session started (its first trade here): what
+/// a dashboard shows as open, high, low, volume and change. Sent to subscribers in the
+/// `summary` message (`docs/protocol.md`, "Session summary"); it counts every trade up
+/// to and including `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TradeSummary {
+    /// Sequence number of the last trade counted (0: none since [`LvcWriter::clear`]).
+    pub seq: u64,
+    /// Trades counted.
+    pub trades: u64,
+    /// Sum of their sizes, fixed point (saturates at `i64::MAX`).
+    pub volume: i64,
+    /// Price of the first trade, fixed point.
+    pub open: i64,
+    /// Highest trade price.
+    pub high: i64,
+    /// Lowest trade price.
+    pub low: i64,
+    /// `ts_event` of the first trade, ns since the Unix epoch (0: no trade yet).
+    pub since: u64,
+}
+
+impl TradeSummary {
+    /// Counts one trade.
+    fn add(&mut self, tick: &Tick, price: i64, size: i64) {
+        if self.trades == 0 {
+            self.open = price;
+            self.high = price;
+            self.low = price;
+            self.since = tick.ts_event;
+        }
+        self.seq = tick.seq;
+        self.trades += 1;
+        self.volume = self.volume.saturating_add(size);
+        self.high = self.high.max(price);
+        self.low = self.low.min(price);
+    }
+
+    fn to_words(self) -> [u64; Tick::WORDS] {
+        [
+            self.seq,
+            self.trades,
+            self.volume as u64,
+            self.open as u64,
+            self.high as u64,
+            self.low as u64,
+            self.since,
+            0,
+            0,
+        ]
+    }
+
+    fn from_words(w: &[u64; Tick::WORDS]) -> TradeSummary {
+        TradeSummary {
+            seq: w[0],
+            trades: w[1],
+            volume: w[2] as i64,
+            open: w[3] as i64,
+            high: w[4] as i64,
+            low: w[5] as i64,
+            since: w[6],
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Entry {
     trade: SeqCell,
     quote: SeqCell,
-    totals: TradeTotals,
+    /// The [`TradeSummary`], written before `trade`, so that it never lags the cached
+    /// trade.
+    summary: SeqCell,
 }
 
 /// The shared, read-only side of the cache.
@@ -100,15 +157,28 @@ impl LastValueCache {
         Tick::from_words(&cell.read().1)
     }
 
-    /// Running `(trade count, trade volume)` of `symbol_id`. They are updated before
-    /// the trade itself, so they never lag the cached trade.
+    /// The session summary of `symbol_id`. It is updated before the trade itself, so
+    /// one read after [`LastValueCache::latest`] counts at least the trade that read
+    /// returned (`summary.seq >= trade.seq`).
+    pub fn summary(&self, symbol_id: u32) -> TradeSummary {
+        self.entries
+            .get(symbol_id as usize)
+            .map_or_else(TradeSummary::default, |e| {
+                TradeSummary::from_words(&e.summary.read().1)
+            })
+    }
+
+    /// What a subscriber is sent for `symbol_id`: its latest values and, read after
+    /// them, its session summary, which then counts every trade up to the snapshot's.
+    pub fn snapshot(&self, symbol_id: u32) -> (Latest, TradeSummary) {
+        let latest = self.latest(symbol_id);
+        (latest, self.summary(symbol_id))
+    }
+
+    /// Running `(trade count, trade volume)` of `symbol_id`, from its summary.
     pub fn trade_totals(&self, symbol_id: u32) -> (u64, i64) {
-        self.entries.get(symbol_id as usize).map_or((0, 0), |e| {
-            (
-                e.totals.count.load(Ordering::Acquire),
-                e.totals.volume.load(Ordering::Acquire) as i64,
-            )
-        })
+        let s = self.summary(symbol_id);
+        (s.trades, s.volume)
     }
 
     /// Number of symbol slots.
@@ -125,9 +195,12 @@ impl LvcWriter {
             return;
         };
         let cell = match tick.body {
-            Body::Trade { size, .. } => {
-                e.totals.count.fetch_add(1, Ordering::Release);
-                e.totals.volume.fetch_add(size as u64, Ordering::Release);
+            Body::Trade { price, size, .. } => {
+                // The one writer reads its own cell: never torn.
+                let mut summary = TradeSummary::from_words(&e.summary.read().1);
+                summary.add(tick, price, size);
+                e.summary
+                    .write(e.summary.stamp_relaxed() + 2, &summary.to_words());
                 &e.trade
             }
             Body::Quote { .. } => &e.quote,
@@ -135,13 +208,32 @@ impl LvcWriter {
         cell.write(cell.stamp_relaxed() + 2, &tick.to_words());
     }
 
+    /// Records `tick` as the latest of its symbol and kind without counting it in the
+    /// session summary: a value taken from a snapshot of another node (an edge
+    /// resynchronising from its ingest), not a trade that happened here.
+    pub fn restore(&mut self, tick: &Tick) {
+        let Some(e) = self.cache.entries.get(tick.symbol_id as usize) else {
+            return;
+        };
+        let cell = match tick.body {
+            Body::Trade { .. } => &e.trade,
+            Body::Quote { .. } => &e.quote,
+        };
+        cell.write(cell.stamp_relaxed() + 2, &tick.to_words());
+    }
+
     /// Forgets every value of `symbol_id` (an edge node following an ingest that
-    /// restarted without this symbol): readers find no trade and no quote. The running
-    /// trade totals stay, since they only ever grow.
+    /// restarted without this symbol): readers find no trade and no quote. The session
+    /// summary keeps its totals, which only ever grow, but forgets its `seq`, since the
+    /// numbers start over.
     pub fn clear(&mut self, symbol_id: u32) {
         let Some(e) = self.cache.entries.get(symbol_id as usize) else {
             return;
         };
+        let mut summary = TradeSummary::from_words(&e.summary.read().1);
+        summary.seq = 0;
+        e.summary
+            .write(e.summary.stamp_relaxed() + 2, &summary.to_words());
         for cell in [&e.trade, &e.quote] {
             cell.write(cell.stamp_relaxed() + 2, &[0; Tick::WORDS]);
         }
@@ -198,5 +290,58 @@ mod tests {
         assert_eq!(c.latest(1), Latest::default());
         w.update(&q);
         assert_eq!(c.latest(1).quote, Some(q));
+    }
+
+    #[test]
+    fn summary_counts_trades_from_the_first_on() {
+        let (mut w, c) = LastValueCache::new(4);
+        assert_eq!(c.summary(1), TradeSummary::default());
+        assert_eq!(c.summary(99), TradeSummary::default());
+        let trade = |seq, price, size, ts_event| Tick {
+            ts_event,
+            ..t(seq, Body::trade(price, size))
+        };
+        w.update(&trade(1, 100, 5, 1_000));
+        w.update(&t(
+            2,
+            Body::Quote {
+                bid_px: 1,
+                bid_sz: 1,
+                ask_px: 2,
+                ask_sz: 1,
+            },
+        ));
+        w.update(&trade(3, 120, 7, 2_000));
+        w.update(&trade(4, 90, 1, 3_000));
+        let want = TradeSummary {
+            seq: 4,
+            trades: 3,
+            volume: 13,
+            open: 100,
+            high: 120,
+            low: 90,
+            since: 1_000,
+        };
+        assert_eq!(c.summary(1), want);
+        let (latest, summary) = c.snapshot(1);
+        assert_eq!((latest.trade.map(|t| t.seq), summary.seq), (Some(4), 4));
+        // A value restored from another node's snapshot is not a trade here.
+        w.restore(&trade(9, 500, 50, 9_000));
+        assert_eq!(c.get(1, Kind::Trade).map(|t| t.seq), Some(9));
+        assert_eq!(c.summary(1), want);
+        // After a clear the totals stay; the numbers start over.
+        w.clear(1);
+        assert_eq!(c.summary(1), TradeSummary { seq: 0, ..want });
+        w.update(&trade(1, 80, 2, 10_000));
+        assert_eq!(
+            c.summary(1),
+            TradeSummary {
+                seq: 1,
+                trades: 4,
+                volume: 15,
+                low: 80,
+                ..want
+            }
+        );
     }
 }

@@ -34,6 +34,9 @@ pub enum ClientMessage {
         max_rate: Option<f64>,
         /// Last sequence seen per symbol name, for a client resuming after a reconnect.
         resume: Vec<(String, u64)>,
+        /// Send the session summary of the symbols this subscribe adds, before their
+        /// snapshot (`"summary": true`). Default: false.
+        summary: bool,
     },
     /// Stop receiving symbols.
     Unsubscribe {
@@ -159,11 +162,22 @@ fn parse_object(obj: &Map<String, Value>) -> Result<ClientMessage, ProtocolError
                     })
                 }
             };
+            let summary = match obj.get("summary") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(ProtocolError::InvalidField {
+                        field: "summary",
+                        expected: "true or false",
+                    })
+                }
+            };
             Ok(ClientMessage::Subscribe {
                 symbols: selection(obj)?,
                 format,
                 max_rate,
                 resume,
+                summary,
             })
         }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe {
@@ -241,6 +255,7 @@ mod tests {
                 format: Some(Format::Json),
                 max_rate: Some(2.0),
                 resume: vec![],
+                summary: false,
             }
         );
         assert_eq!(
@@ -250,8 +265,13 @@ mod tests {
                 format: None,
                 max_rate: None,
                 resume: vec![],
+                summary: false,
             }
         );
+        match parse(br#"{"op":"subscribe","symbols":["A"],"summary":true}"#).1 {
+            Ok(ClientMessage::Subscribe { summary, .. }) => assert!(summary),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             parse(br#"{"op":"unsubscribe","symbols":["A"]}"#).1.unwrap(),
             ClientMessage::Unsubscribe {
@@ -287,6 +307,10 @@ mod tests {
             (
                 r#"{"op":"subscribe","symbols":["A"],"resume":{"A":"x"}}"#,
                 "invalid \"resume\"",
+            ),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"summary":1}"#,
+                "invalid \"summary\": true or false",
             ),
         ];
         for (input, want) in cases {

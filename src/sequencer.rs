@@ -97,6 +97,8 @@ pub struct Sequencer {
     announce_pending: bool,
     /// Scratch for the names of newly interned symbols.
     new_names: Vec<Symbol>,
+    /// Ticks published in the current batch, not yet in `stats.ticks`.
+    in_batch: u64,
 }
 
 impl std::fmt::Debug for dyn BatchSink {
@@ -125,6 +127,7 @@ impl Sequencer {
             announced: 0,
             announce_pending: false,
             new_names: Vec::new(),
+            in_batch: 0,
         }
     }
 
@@ -137,8 +140,24 @@ impl Sequencer {
 
     /// Sequences one feed tick received at `ts_recv`: returns the tick as published.
     pub fn sequence(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
+        let t = self.sequence_one(ft, ts_recv)?;
+        self.flush_counts();
+        Ok(t)
+    }
+
+    /// [`Sequencer::sequence`] without the shared counter (the run loop adds a
+    /// batch's count once, [`Sequencer::flush_counts`]).
+    fn sequence_one(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
         let id = self.intern(ft.symbol)?;
         Ok(self.sequence_id(id, ft.ts_event, ft.body, ts_recv, Flags::empty(), 1))
+    }
+
+    /// Adds the ticks published since the last call to the shared counter.
+    pub fn flush_counts(&mut self) {
+        if self.in_batch > 0 {
+            self.stats.ticks.fetch_add(self.in_batch, Ordering::Relaxed);
+            self.in_batch = 0;
+        }
     }
 
     /// The id of `symbol`, interning it if it is new.
@@ -184,7 +203,7 @@ impl Sequencer {
         // a lap then never misses a tick that was already in the ring.
         self.lvc.update(&tick);
         self.ring.publish(&tick);
-        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        self.in_batch += 1;
         if self.sink.is_some() {
             self.batch.push(tick);
         }
@@ -236,7 +255,7 @@ impl Sequencer {
     pub fn restore(&mut self, tick: &Tick) {
         let cached = self.lvc.cache().get(tick.symbol_id, tick.body.kind());
         if cached.is_none_or(|c| c.seq < tick.seq) {
-            self.lvc.update(tick);
+            self.lvc.restore(tick);
         }
         let idx = tick.symbol_id as usize;
         if idx >= self.seqs.len() {
@@ -300,13 +319,17 @@ impl Sequencer {
     /// the parked cores.
     pub fn run(mut self, rx: Receiver<FeedTick>, cores: Vec<Arc<Parker>>) {
         while let Ok(first) = rx.recv() {
-            self.ingest(&first);
+            // One clock read per batch: every tick of it was in the channel by then,
+            // or arrived within the microseconds the batch takes.
+            let ts_recv = now_ns();
+            self.ingest(&first, ts_recv);
             for _ in 1..MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(ft) => self.ingest(&ft),
+                    Ok(ft) => self.ingest(&ft, ts_recv),
                     Err(_) => break,
                 }
             }
+            self.flush_counts();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.hand_to_sink();
             for core in &cores {
@@ -315,8 +338,8 @@ impl Sequencer {
         }
     }
 
-    fn ingest(&mut self, ft: &FeedTick) {
-        if let Err(e) = self.sequence(ft, now_ns()) {
+    fn ingest(&mut self, ft: &FeedTick, ts_recv: u64) {
+        if let Err(e) = self.sequence_one(ft, ts_recv) {
             self.rejected(ft, &e);
         }
     }

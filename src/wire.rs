@@ -13,6 +13,7 @@ use rkyv::ser::writer::Buffer;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::fixed;
+use crate::lvc::TradeSummary;
 
 pub mod close;
 pub mod frame;
@@ -283,9 +284,111 @@ pub fn write_json_tick(tick: &Tick, symbol: &str, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Largest `summary` message [`write_summary_messages`] writes, in bytes: a subscribe to
+/// every symbol of a large server gets several, each well under the bundled clients'
+/// message limit (1 MiB).
+pub const MAX_SUMMARY_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// Writes the `summary` messages (`docs/protocol.md`, "Session summary") of `entries`,
+/// `(symbol name, summary)`, handing each to `emit`; every message holds as many entries
+/// as fit [`MAX_SUMMARY_MESSAGE_BYTES`] (at least one):
+///
+/// ```json
+/// {"type":"summary","symbols":[{"symbol":"SYM0","seq":98,"trades":12,"open":"816.36",
+///  "high":"820","low":"810.5","volume":"24.5","since":1795312649479377653}]}
+/// ```
+pub fn write_summary_messages<'a>(
+    entries: impl IntoIterator<Item = (&'a str, TradeSummary)>,
+    mut emit: impl FnMut(&[u8]),
+) {
+    const OPEN: &[u8] = b"{\"type\":\"summary\",\"symbols\":[";
+    let mut n = itoa::Buffer::new();
+    let mut out = Vec::with_capacity(1024);
+    let mut entry = Vec::with_capacity(256);
+    for (symbol, s) in entries {
+        entry.clear();
+        entry.extend_from_slice(b"{\"symbol\":\"");
+        // Symbol names are restricted to characters that need no escaping.
+        entry.extend_from_slice(symbol.as_bytes());
+        entry.extend_from_slice(b"\",\"seq\":");
+        entry.extend_from_slice(n.format(s.seq).as_bytes());
+        entry.extend_from_slice(b",\"trades\":");
+        entry.extend_from_slice(n.format(s.trades).as_bytes());
+        for (name, value) in [
+            (&b"open"[..], s.open),
+            (b"high", s.high),
+            (b"low", s.low),
+            (b"volume", s.volume),
+        ] {
+            entry.extend_from_slice(b",\"");
+            entry.extend_from_slice(name);
+            entry.extend_from_slice(b"\":\"");
+            fixed::write(value, &mut entry);
+            entry.push(b'"');
+        }
+        entry.extend_from_slice(b",\"since\":");
+        entry.extend_from_slice(n.format(s.since).as_bytes());
+        entry.push(b'}');
+        if out.len() > OPEN.len() && out.len() + entry.len() + 2 > MAX_SUMMARY_MESSAGE_BYTES {
+            out.extend_from_slice(b"]}");
+            emit(&out);
+            out.clear();
+        }
+        if out.is_empty() {
+            out.extend_from_slice(OPEN);
+        } else {
+            out.push(b',');
+        }
+        out.extend_from_slice(&entry);
+    }
+    if !out.is_empty() {
+        out.extend_from_slice(b"]}");
+        emit(&out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_messages_are_json_split_under_the_limit() {
+        let s = TradeSummary {
+            seq: 98,
+            trades: 12,
+            volume: 2_450_000_000,
+            open: 81_636_000_000,
+            high: 82_000_000_000,
+            low: -1,
+            since: 1_795_312_649_479_377_653,
+        };
+        let mut one = Vec::new();
+        write_summary_messages([("SYM0", s)], |m| one.push(m.to_vec()));
+        assert_eq!(
+            std::str::from_utf8(&one[0]).unwrap(),
+            r#"{"type":"summary","symbols":[{"symbol":"SYM0","seq":98,"trades":12,"open":"816.36","high":"820","low":"-0.00000001","volume":"24.5","since":1795312649479377653}]}"#
+        );
+        let names: Vec<String> = (0..2_000).map(|i| format!("SYM{i}")).collect();
+        let mut many = Vec::new();
+        write_summary_messages(names.iter().map(|n| (n.as_str(), s)), |m| {
+            many.push(m.to_vec())
+        });
+        assert!(many.len() > 1, "split");
+        let mut seen = Vec::new();
+        for m in &many {
+            assert!(m.len() <= MAX_SUMMARY_MESSAGE_BYTES, "{}", m.len());
+            let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+            assert_eq!(v["type"], "summary");
+            for e in v["symbols"].as_array().unwrap() {
+                assert_eq!(e["since"].as_u64(), Some(s.since));
+                seen.push(e["symbol"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(seen, names, "every entry once, in order");
+        let mut none = 0;
+        write_summary_messages(std::iter::empty(), |_| none += 1);
+        assert_eq!(none, 0);
+    }
 
     fn sample() -> Tick {
         Tick {

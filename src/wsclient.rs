@@ -12,7 +12,7 @@ use std::sync::Arc;
 use fastwebsockets::{WebSocket, WebSocketError};
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use hyper::header::{CONNECTION, HOST, UPGRADE, USER_AGENT};
+use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE, USER_AGENT};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -136,8 +136,9 @@ where
 }
 
 /// Connects to `target`: TCP (no Nagle), TLS through `tls` when the target is
-/// `wss://`, then the WebSocket handshake, sending `user_agent`. No timeout here:
-/// callers wrap the whole in their own.
+/// `wss://`, then the WebSocket handshake, sending `user_agent` and, when given,
+/// `Authorization: Bearer <bearer>`. No timeout here: callers wrap the whole in their
+/// own.
 ///
 /// A `wss://` target without a connector is an error ([`ConnectError::Tls`]); a
 /// connector for a `ws://` target is ignored.
@@ -145,6 +146,7 @@ pub async fn connect(
     target: &Target,
     tls: Option<&TlsConnector>,
     user_agent: &str,
+    bearer: Option<&str>,
 ) -> Result<Ws, ConnectError> {
     let connector = match (target.tls, tls) {
         (true, Some(c)) => Some(c),
@@ -156,7 +158,7 @@ pub async fn connect(
         .map_err(ConnectError::Connect)?;
     // Ticks are small and latency matters more than segment count.
     let _ = tcp.set_nodelay(true);
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method("GET")
         .uri(target.path.as_str())
         .header(HOST, target.authority.as_str())
@@ -167,7 +169,11 @@ pub async fn connect(
             fastwebsockets::handshake::generate_key(),
         )
         .header("Sec-WebSocket-Version", "13")
-        .header(USER_AGENT, user_agent)
+        .header(USER_AGENT, user_agent);
+    if let Some(token) = bearer {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|_| ConnectError::Url(target.path.clone()))?;
     let (ws, _response) = match connector {
@@ -239,7 +245,7 @@ mod tests {
     async fn wss_without_a_connector_is_a_tls_error() {
         let t = Target::parse("wss://127.0.0.1:1/ws").unwrap();
         assert!(matches!(
-            connect(&t, None, "test").await,
+            connect(&t, None, "test", None).await,
             Err(ConnectError::Tls(_))
         ));
     }

@@ -128,3 +128,79 @@ async fn bad_tokens_get_401_and_entitlements_bound_subscriptions() {
     }
     server.shutdown();
 }
+
+/// The Rust client sends `Options::token` as `Authorization: Bearer` on every
+/// connection; without it the upgrade is refused. A plain GET of `/ws` (what the
+/// dashboard sends to test a token) answers 401 with the reason unless the token is
+/// good, and then 426 (no upgrade asked).
+#[tokio::test]
+async fn rust_client_token_option_and_the_plain_get_check() {
+    use tickcast::client::{Client, ClientError, Event, Options};
+
+    let mut cfg = config(20, 2_000);
+    cfg.auth = Some(AuthConfig {
+        jwt_secret: SECRET.into(),
+        allow_query_token: false,
+        leeway_secs: 0,
+    });
+    let server = start_server(cfg);
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/ws");
+    let good = token(SECRET, in_an_hour(), &["SYM1"], None);
+
+    let refused = Client::connect(&url, Options::symbols(["SYM1"])).await;
+    assert!(
+        matches!(refused, Err(ClientError::WebSocket(_))),
+        "no token: {refused:?}"
+    );
+    let options = Options {
+        token: Some(good.clone()),
+        ..Options::symbols(["SYM1"])
+    };
+    let mut client = Client::connect(&url, options)
+        .await
+        .expect("token accepted");
+    let mut records = 0;
+    while records < 10 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.next())
+            .await
+            .expect("ticks within 10 s")
+            .expect("no client error");
+        if let Event::Ticks(batch) = event {
+            records += batch.len();
+        }
+    }
+
+    let (status, body) = http_get(addr, "/ws").await;
+    assert_eq!(
+        (status, body.trim()),
+        (
+            401,
+            "missing token: send Authorization: Bearer <token> or ?token=<token>"
+        )
+    );
+    // With allow_query_token off, a query token counts as no token at all.
+    let (status, _) = http_get(addr, &format!("/ws?token={good}")).await;
+    assert_eq!(status, 401);
+    server.shutdown();
+
+    let mut cfg = config(20, 2_000);
+    cfg.auth = Some(AuthConfig {
+        jwt_secret: SECRET.into(),
+        allow_query_token: true,
+        leeway_secs: 0,
+    });
+    let server = start_server(cfg);
+    let addr = server.local_addr();
+    let (status, body) = http_get(addr, "/ws?token=garbage").await;
+    assert_eq!((status, body.trim()), (401, "malformed token"));
+    let expired = token(SECRET, 1_000, &["*"], None);
+    let (status, body) = http_get(addr, &format!("/ws?token={expired}")).await;
+    assert_eq!((status, body.trim()), (401, "token expired"));
+    let (status, _) = http_get(addr, &format!("/ws?token={good}")).await;
+    assert_eq!(
+        status, 426,
+        "a good token: the request only lacks the upgrade"
+    );
+    server.shutdown();
+}

@@ -407,13 +407,15 @@ async fn max_rate_limits_deliveries_and_keeps_the_final_value() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await["max_rate"], 2.0);
-    let injector = inject(&server, 4_000, 5);
+    let injector = inject(&server, 4_000, 2);
     let start = Instant::now();
     let mut names = HashMap::new();
     // Deliveries (messages carrying the symbol) per symbol, by arrival time.
     let mut deliveries: HashMap<String, Vec<Duration>> = HashMap::new();
     let mut last: HashMap<(String, String), Seen> = HashMap::new();
-    while start.elapsed() < Duration::from_secs(5) {
+    // The exact release timing is tested in simulated time (`fanout::tests`); here,
+    // over a real socket, that the limit holds and the final value arrives.
+    while start.elapsed() < Duration::from_secs(2) {
         let Ok(Ok(ticks)) =
             tokio::time::timeout(Duration::from_millis(200), next_ticks(&mut ws, &mut names)).await
         else {
@@ -435,9 +437,9 @@ async fn max_rate_limits_deliveries_and_keeps_the_final_value() {
         .unwrap();
     for s in ["C0", "C1"] {
         let d = &deliveries[s];
-        // At most 2 per second over the 5 s window (the first may go at once).
-        assert!(d.len() <= 11, "{s}: {} deliveries in 5 s", d.len());
-        assert!(d.len() >= 5, "{s}: still updated: {}", d.len());
+        // At most 2 per second over the 2 s window (the first may go at once).
+        assert!(d.len() <= 5, "{s}: {} deliveries in 2 s", d.len());
+        assert!(d.len() >= 2, "{s}: still updated: {}", d.len());
     }
     // After the feed stops, the latest value arrives within one interval.
     let deadline = Instant::now() + WAIT;

@@ -75,13 +75,35 @@ async fn come_back(
     out
 }
 
+/// Waits until the server has sequenced `n` more ticks (bounded by [`WAIT`]).
+async fn published_since(server: &tickcast::server::ServerHandle, n: u64) {
+    let ticks = || {
+        server
+            .stats()
+            .sequencer
+            .ticks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let from = ticks();
+    let deadline = std::time::Instant::now() + WAIT;
+    while ticks() < from + n {
+        assert!(std::time::Instant::now() < deadline, "the feed stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 #[tokio::test]
 async fn short_absence_replays_every_missed_tick() {
-    let server = start_server(config(10, 20_000));
+    // The replay comes as a burst; on a loaded machine the client may take more than
+    // max_queue_age_ms to read it, and conflation (tested elsewhere) would merge it.
+    let mut cfg = config(10, 20_000);
+    cfg.max_queue_age_ms = 0;
+    cfg.high_water_bytes = 64 << 20;
+    let server = start_server(cfg);
     let addr = server.local_addr();
     let last = watch(addr, 400).await;
-    // 300 ms at 20,000 ticks/s is 6,000 ticks: well inside a 65,536-slot ring.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 6,000 ticks while away: well inside a 65,536-slot ring.
+    published_since(&server, 6_000).await;
     let first = come_back(addr, &last, 2_000).await;
     for s in SYMBOLS {
         let (flags, contiguous) = &first[s];
@@ -105,7 +127,8 @@ async fn long_absence_gets_a_flagged_snapshot() {
     let server = start_server(cfg);
     let addr = server.local_addr();
     let last = watch(addr, 400).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Away for more ticks than the ring holds.
+    published_since(&server, 4 * 1024).await;
     let first = come_back(addr, &last, 500).await;
     for s in SYMBOLS {
         let (flags, _) = &first[s];

@@ -272,6 +272,7 @@ impl Ingest {
     /// Ends one round of the loop: a leader hands the batch to the bus.
     pub fn end_batch(&mut self) {
         let seq = self.follower.sequencer_mut();
+        seq.flush_counts();
         if self.leading.is_some() {
             seq.hand_to_sink();
         } else {
@@ -332,27 +333,37 @@ pub fn run(
     let stats = ingest.stats.clone();
     let mut lost_seen = stats.bus.lost.load(Relaxed);
     loop {
-        let mut force = false;
-        crossbeam_channel::select! {
+        let first = crossbeam_channel::select! {
             recv(feeds) -> ft => match ft {
-                Ok(ft) => ingest.on_feed(&ft, now_ns()),
+                Ok(ft) => Ok(ft),
                 Err(_) => break,
             },
             recv(commands) -> c => match c {
-                Ok(c) => force |= ingest.on_command(c, now_ns()),
+                Ok(c) => Err(c),
                 // The bus thread has stopped (shutdown): go on with the feeds alone.
-                Err(_) => commands = crossbeam_channel::never(),
+                Err(_) => {
+                    commands = crossbeam_channel::never();
+                    continue;
+                }
             },
+        };
+        // One clock read per round, as in `Sequencer::run`: every tick of it was in
+        // the channel by then, or arrived within the microseconds the round takes.
+        let now = now_ns();
+        let mut force = false;
+        match first {
+            Ok(ft) => ingest.on_feed(&ft, now),
+            Err(c) => force |= ingest.on_command(c, now),
         }
         for _ in 1..crate::sequencer::MAX_BATCH {
             match feeds.try_recv() {
-                Ok(ft) => ingest.on_feed(&ft, now_ns()),
+                Ok(ft) => ingest.on_feed(&ft, now),
                 Err(_) => break,
             }
         }
         for _ in 0..MAX_COMMANDS {
             match commands.try_recv() {
-                Ok(c) => force |= ingest.on_command(c, now_ns()),
+                Ok(c) => force |= ingest.on_command(c, now),
                 Err(_) => break,
             }
         }

@@ -133,6 +133,7 @@ impl Core {
                 format,
                 max_rate,
                 resume,
+                summary,
             } => {
                 let ids = self.resolve(key, &symbols)?;
                 let limit = self.settings.max_subscriptions;
@@ -182,7 +183,7 @@ impl Core {
                     .filter_map(|(name, seq)| Some((self.symbols.id_of(name)?, *seq)))
                     .filter(|(id, _)| added.contains(id))
                     .collect();
-                self.start_subscriptions(key, &added, &resume, now);
+                self.start_subscriptions(key, &added, &resume, summary, now);
                 Ok(())
             }
             ClientMessage::Unsubscribe { symbols } => {

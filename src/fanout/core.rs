@@ -494,6 +494,7 @@ impl Core {
             return;
         }
         self.feed(key, input, now);
+        self.publish_counters();
     }
 
     /// Processes input kept while the connection was paused, once it is not.
@@ -506,6 +507,7 @@ impl Core {
         }
         let mut backlog = std::mem::take(&mut conn.backlog);
         self.feed(key, &mut backlog, now);
+        self.publish_counters();
     }
 
     fn feed(&mut self, key: ConnId, input: &mut [u8], now: u64) {

@@ -30,7 +30,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::core::{ConnId, Core};
 use super::subscriptions::SubKey;
+use crate::lvc::{Latest, TradeSummary};
+use crate::symbol::Symbol;
 use crate::tick::{Flags, Tick};
+use crate::wire;
 
 /// A resume waiting for this node to reach the client's resume point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,22 +49,45 @@ pub struct Waiting {
 
 impl Core {
     /// Starts each of `key`'s newly `added` subscriptions: replayed from `resume`'s
-    /// point when the ring still has it, else the cached latest values, flagged.
+    /// point when the ring still has it, else the cached latest values, flagged. With
+    /// `summary`, their session summaries go first (`docs/protocol.md`, "Session
+    /// summary"), each read after the latest values its snapshot sends, so that it
+    /// counts every trade up to the snapshot's.
     pub(super) fn start_subscriptions(
         &mut self,
         key: ConnId,
         added: &[u32],
         resume: &HashMap<u32, u64>,
+        summary: bool,
         now: u64,
     ) {
         let replays = self.replay_from_ring(resume);
         let wait = self.settings.resume_wait_ns;
-        for &sym in added {
+        let snapshots: Vec<(u32, Latest, TradeSummary)> = added
+            .iter()
+            .map(|&sym| {
+                let (latest, summary) = self.lvc.snapshot(sym);
+                (sym, latest, summary)
+            })
+            .collect();
+        if summary {
+            let names: Vec<Symbol> = added.iter().map(|&sym| self.name(sym)).collect();
+            let entries = names
+                .iter()
+                .zip(&snapshots)
+                .map(|(name, (_, _, s))| (name.as_str(), *s));
+            let mut messages = Vec::new();
+            wire::write_summary_messages(entries, |m| messages.push(m.to_vec()));
+            for m in &messages {
+                self.push_control(key, m, now);
+            }
+        }
+        for (sym, latest, _) in snapshots {
             let Some(sk) = super::subscriptions::find(&self.conns[key].subs, sym) else {
                 continue;
             };
             if let Some(&from) = resume.get(&sym) {
-                if wait > 0 && from > self.lvc.latest(sym).seq() {
+                if wait > 0 && from > latest.seq() {
                     self.wait_for(sk, from, now + wait);
                     continue;
                 }
@@ -81,7 +107,7 @@ impl Core {
                         self.deliver_one(sk, &replay, now);
                     }
                 }
-                _ => self.snapshot_sub(sk, now),
+                _ => self.snapshot_sub(sk, &latest, now),
             }
         }
     }
@@ -130,8 +156,9 @@ impl Core {
                 sub.resume_until_ns = 0;
                 sub.last_seq = 0;
                 self.waiting.swap_remove(i);
+                let latest = self.lvc.latest(sub.symbol);
                 self.core_stats().resumes_timed_out.fetch_add(1, Relaxed);
-                self.snapshot_sub(w.sub, now);
+                self.snapshot_sub(w.sub, &latest, now);
             } else {
                 next = next.min(w.until_ns);
                 i += 1;
@@ -143,13 +170,9 @@ impl Core {
         }
     }
 
-    /// Sends subscription `sk` the cached latest values of its symbol newer than what it
+    /// Sends subscription `sk` the `latest` values of its symbol newer than what it
     /// has, flagged snapshot.
-    fn snapshot_sub(&mut self, sk: SubKey, now: u64) {
-        let Some(sym) = self.subs.get(sk).map(|s| s.symbol) else {
-            return;
-        };
-        let latest = self.lvc.latest(sym);
+    fn snapshot_sub(&mut self, sk: SubKey, latest: &Latest, now: u64) {
         for t in latest.in_seq_order() {
             let snap = Tick {
                 flags: t.flags.with(Flags::SNAPSHOT),

@@ -238,7 +238,7 @@ impl Client<'_> {
     /// One connection: connect, subscribe, read until it ends.
     async fn session(&mut self, delivered: &mut bool) -> Result<End, ExchangeError> {
         let connect_timeout = bounded_ms(self.cfg.connect_timeout_ms);
-        let connect = wsclient::connect(&self.target, self.tls.as_ref(), USER_AGENT);
+        let connect = wsclient::connect(&self.target, self.tls.as_ref(), USER_AGENT, None);
         let mut ws = tokio::time::timeout(connect_timeout, connect)
             .await
             .map_err(|_| ExchangeError::ConnectTimeout)??;

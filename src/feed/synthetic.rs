@@ -32,6 +32,12 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Stop after this many ticks; 0 runs until shutdown. Default: 0.
     pub limit: u64,
+    /// Pacing granularity, in µs: the feed wakes at most once per this interval and
+    /// sends every tick due by then as one burst, each still stamped with its exact
+    /// scheduled time (so the wait shows as latency). Fewer wake-ups of the feed, the
+    /// sequencer and the writer cores, for at most this much added delay; 0 wakes for
+    /// every tick. Default: 200.
+    pub burst_us: u64,
 }
 
 impl Default for SyntheticConfig {
@@ -42,6 +48,7 @@ impl Default for SyntheticConfig {
             trade_ratio: 0.3,
             seed: 42,
             limit: 0,
+            burst_us: 200,
         }
     }
 }
@@ -124,34 +131,41 @@ pub fn run(cfg: &SyntheticConfig, ctx: &FeedContext) {
         .connected
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let rate = cfg.rate.max(1);
+    let burst = Duration::from_micros(cfg.burst_us);
     let start = Instant::now();
     let start_ns = now_ns();
     let mut sent: u64 = 0;
+    let mut ticks = Vec::new();
     loop {
         if ctx.is_shutdown() || (cfg.limit != 0 && sent >= cfg.limit) {
             break;
         }
-        let elapsed = start.elapsed().as_nanos() as u64;
-        // Ticks due by now; emitted as a burst if the thread woke late.
-        let mut due = (u128::from(elapsed) * u128::from(rate) / 1_000_000_000) as u64 + 1;
+        let woke = start.elapsed();
+        // Ticks due by now, one burst: each keeps its own scheduled time.
+        let mut due = (woke.as_nanos() * u128::from(rate) / 1_000_000_000) as u64 + 1;
         if cfg.limit != 0 {
             due = due.min(cfg.limit);
         }
-        while sent < due {
-            let scheduled = start_ns + (u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64;
-            if ctx.send(gen.next_tick(scheduled)).is_err() {
-                return;
-            }
-            ctx.status
-                .messages
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.status
-                .last_message_ns
-                .store(now_ns(), std::sync::atomic::Ordering::Relaxed);
-            sent += 1;
+        ticks.clear();
+        while sent + (ticks.len() as u64) < due {
+            let i = sent + ticks.len() as u64;
+            let scheduled = start_ns + (u128::from(i) * 1_000_000_000 / u128::from(rate)) as u64;
+            ticks.push(gen.next_tick(scheduled));
         }
+        if ctx.send_burst(&ticks).is_err() {
+            return;
+        }
+        sent += ticks.len() as u64;
+        ctx.status
+            .messages
+            .fetch_add(ticks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        ctx.status
+            .last_message_ns
+            .store(now_ns(), std::sync::atomic::Ordering::Relaxed);
+        // Sleep until the next tick is due, but not less than the burst interval.
         let next_at =
-            Duration::from_nanos((u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64);
+            Duration::from_nanos((u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64)
+                .max(woke + burst);
         if let Some(wait) = next_at.checked_sub(start.elapsed()) {
             std::thread::sleep(wait.min(Duration::from_millis(50)));
         }

@@ -14,6 +14,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -52,9 +53,17 @@ function freePort() {
   });
 }
 
-/** Starts `tickcast serve` and resolves once it prints its listening line. */
-function startServer(extra = []) {
+/**
+ * Starts `tickcast serve` (with `config`, TOML text, when given) and resolves once it
+ * prints its listening line.
+ */
+function startServer(extra = [], config = null) {
   const args = ['serve', '--listen', `127.0.0.1:${port}`, '--no-pin', '--workers', '1', ...extra];
+  if (config !== null) {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tickcast-config-')), 'tickcast.toml');
+    fs.writeFileSync(file, config);
+    args.push('--config', file);
+  }
   const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const log = [];
   readline.createInterface({ input: child.stderr }).on('line', (l) => {
@@ -243,7 +252,8 @@ step('the added symbols get live cells that keep changing', async () => {
     spark: document.querySelector('tr[data-symbol="SYM0"] canvas[data-field="spark"]').width,
   }));
   assert.ok(Number(meters.msgs.replace(/,/g, '')) > 0, `messages per second shown: ${meters.msgs}`);
-  assert.match(meters.latency, /^-?\d+(\.\d)? ms$/);
+  // Never negative: clamped at 0 (a clock that disagrees is flagged, see below).
+  assert.match(meters.latency, /^\d+(\.\d)? ms$/);
   assert.ok(meters.spark > 0);
 });
 
@@ -289,14 +299,14 @@ step('the max-rate selector limits updates per symbol', async () => {
     return (((await stats()).ticks - a) * 1000) / ms;
   };
   await page.selectOption('#max-rate', '1');
-  await page.waitForFunction(() => window.tickcast.stats.lastAck && window.tickcast.stats.lastAck.max_rate === 1);
+  await page.waitForFunction(() => window.tickcast.stats.lastAck && window.tickcast.stats.lastAck.maxRate === 1);
   await page.waitForTimeout(1200); // let what was queued before the ack drain
   const limited = await rate(3000);
   // At most one trade and one quote per symbol per second, with slack for timer skew.
   assert.ok(limited <= symbols * 2 * 1.5 + 2, `${limited.toFixed(1)} ticks/s for ${symbols} symbols at 1/s`);
   assert.ok(limited > 0, 'rate-limited symbols still update');
   await page.selectOption('#max-rate', '0');
-  await page.waitForFunction(() => window.tickcast.stats.lastAck.max_rate === 0);
+  await page.waitForFunction(() => window.tickcast.stats.lastAck.maxRate === 0);
   const unlimited = await rate(2000);
   assert.ok(unlimited > limited * 2, `unlimited ${unlimited.toFixed(1)}/s vs limited ${limited.toFixed(1)}/s`);
   assert.equal(await page.evaluate(() => JSON.parse(localStorage.getItem('tickcast.settings')).maxRate), 0);
@@ -313,8 +323,147 @@ step('binary frames decode to the same cells', async () => {
   await waitCellsChange(ADDED, await cellsOf(ADDED));
 });
 
+step('columns sort the rows, both ways and back to the watchlist order', async () => {
+  // Click and read the order in one turn of the page: the values it sorted by are the
+  // ones read back.
+  const clickAndRead = (key) =>
+    page.evaluate((k) => {
+      document.querySelector(`#watchlist th[data-sort="${k}"]`).click();
+      const order = window.tickcast.order();
+      return {
+        order,
+        values: order.map((n) => window.tickcast.row(n).last),
+        aria: document.querySelector(`#watchlist th[data-sort="${k}"]`).getAttribute('aria-sort'),
+      };
+    }, key);
+  const watchlist = await page.evaluate(() => window.tickcast.watchlist());
+  const desc = await clickAndRead('last');
+  assert.equal(desc.aria, 'descending');
+  assert.deepEqual([...desc.values].sort((a, b) => b - a), desc.values, `descending: ${desc.values}`);
+  assert.deepEqual([...desc.order].sort(), [...watchlist].sort(), 'every row is still there');
+  const asc = await clickAndRead('last');
+  assert.equal(asc.aria, 'ascending');
+  assert.deepEqual([...asc.values].sort((a, b) => a - b), asc.values, `ascending: ${asc.values}`);
+  const none = await clickAndRead('last');
+  assert.equal(none.aria, 'none');
+  assert.deepEqual(none.order, watchlist, 'third click: the watchlist order again');
+  const byName = await clickAndRead('symbol');
+  assert.equal(byName.order[0], 'SYM0');
+  assert.deepEqual(byName.order.slice(-3), ['SYM42', 'SYM57', 'SYM83'], 'natural order of names');
+  assert.equal(await page.evaluate(() => JSON.parse(localStorage.getItem('tickcast.settings')).sort.key), 'symbol');
+  await clickAndRead('symbol');
+  await clickAndRead('symbol');
+});
+
+step('every row shows the age of its last update', async () => {
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll('#rows [data-field="age"]')].every((td) => /^\d+(\.\d)? s$/.test(td.textContent)),
+    null,
+    { timeout: WAIT_MS },
+  );
+  const ages = await page.$$eval('#rows [data-field="age"]', (tds) => tds.map((td) => parseFloat(td.textContent)));
+  // 2,000 ticks/s over 100 symbols: every symbol updates many times a second.
+  assert.ok(Math.max(...ages) < 5, `ages ${ages}`);
+});
+
+step('change, high, low and volume come from the server: since the session start', async () => {
+  const symbols = [...ADDED, 'SYM0'];
+  // The row's model against the client's summary, read in one turn of the page.
+  const read = () =>
+    page.evaluate(
+      (syms) =>
+        syms.map((s) => {
+          const r = window.tickcast.row(s);
+          const sum = window.tickcast.summary(s);
+          const cell = (f) => document.querySelector(`tr[data-symbol="${s}"] [data-field="${f}"]`).textContent;
+          return { s, r, sum: sum && { ...sum, since: String(sum.since) }, cells: ['change', 'change_pct', 'high', 'low', 'volume', 'last'].map(cell) };
+        }),
+      symbols,
+    );
+  await page.waitForFunction(
+    (syms) => syms.every((s) => window.tickcast.summary(s) && window.tickcast.summary(s).trades > 0),
+    symbols,
+    { timeout: WAIT_MS },
+  );
+  for (const { s, r, sum } of await read()) {
+    assert.equal(r.open, Number(sum.open), `${s} open`);
+    assert.equal(r.high, Number(sum.high), `${s} high`);
+    assert.equal(r.low, Number(sum.low), `${s} low`);
+    assert.equal(r.volume, Number(sum.volume), `${s} volume`);
+    assert.ok(r.low <= r.open && r.open <= r.high && r.low <= r.last && r.last <= r.high, `${s}: ${JSON.stringify(r)}`);
+    assert.ok(BigInt(sum.since) > 0n && sum.trades >= 1, `${s}: ${JSON.stringify(sum)}`);
+  }
+  // The cells show the model: change against the session's open, never "-0.00".
+  await page.waitForFunction(
+    (syms) =>
+      syms.every((s) => {
+        const r = window.tickcast.row(s);
+        const cell = (f) => document.querySelector(`tr[data-symbol="${s}"] [data-field="${f}"]`).textContent;
+        const last = cell('last');
+        const dp = last.includes('.') ? last.length - last.indexOf('.') - 1 : 0;
+        const c = window.tickcast.formatChange(Number(last), r.open, dp);
+        return cell('change') === c.change && cell('change_pct') === c.changePct && cell('high') === r.high.toFixed(dp);
+      }),
+    symbols,
+    { timeout: WAIT_MS, polling: 50 },
+  );
+});
+
+step('a feed clock ahead of this one shows latency 0, flagged, never negative', async () => {
+  // A second tab whose clock runs a minute behind: every ts_event is "in the future".
+  const skewed = await context.newPage();
+  skewed.on('pageerror', (e) => pageErrors.push(String(e)));
+  await skewed.addInitScript(() => {
+    const real = Date.now;
+    Date.now = () => real() - 60_000;
+  });
+  await skewed.goto(server.url, { timeout: WAIT_MS });
+  await skewed.waitForSelector('#latency[data-skew="true"]', { timeout: WAIT_MS });
+  const shown = await skewed.evaluate(() => ({
+    text: document.getElementById('latency').textContent,
+    title: document.getElementById('latency').title,
+    skew: window.tickcast.stats.clockSkewMs,
+  }));
+  assert.match(shown.text, /^0\.0 ms$/);
+  assert.match(shown.title, /clocks disagree/);
+  assert.ok(shown.skew > 50_000, `skew ${shown.skew} ms`);
+  await skewed.close();
+});
+
+step('change is never shown as -0.00 or -0.00%', async () => {
+  const cases = await page.evaluate(() =>
+    [
+      [100, 100, 2],
+      [99.9999, 100, 2],
+      [100.0001, 100, 2],
+      [9999.99, 10000, 2],
+      [0.5, 0.5000001, 8],
+      [101, 100, 2],
+      [99, 100, 2],
+    ].map(([last, open, dp]) => window.tickcast.formatChange(last, open, dp)),
+  );
+  assert.deepEqual(
+    cases.map((c) => [c.change, c.changePct, c.sign, c.pctSign]),
+    [
+      ['0.00', '0.00%', '', ''],
+      ['0.00', '0.00%', '', ''],
+      ['0.00', '0.00%', '', ''],
+      ['-0.01', '0.00%', 'down', ''],
+      ['-0.00000010', '0.00%', 'down', ''],
+      ['+1.00', '+1.00%', 'up', 'up'],
+      ['-1.00', '-1.00%', 'down', 'down'],
+    ],
+  );
+  const cells = await page.$$eval('#rows [data-field="change"], #rows [data-field="change_pct"]', (tds) =>
+    tds.map((td) => td.textContent),
+  );
+  assert.ok(!cells.some((t) => /^-0(\.0*)?%?$/.test(t)), `cells: ${cells}`);
+});
+
 step('reconnects after the server restarts on the same port, and cells change again', async () => {
   const before = await stats();
+  const oldSince = await page.evaluate(() => String(window.tickcast.summary('SYM0').since));
   await stopServer(server);
   await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'connected', null, {
     timeout: WAIT_MS,
@@ -333,10 +482,19 @@ step('reconnects after the server restarts on the same port, and cells change ag
   const changedMs = Date.now() - reconnectedAt;
   const after = await stats();
   assert.equal(await page.getAttribute('#watchlist', 'data-stale'), 'false');
+  assert.ok(after.shutdownNotices > before.shutdownNotices, 'the server said it was shutting down');
+  // The session figures are the new server's: its session started after the old one's.
+  await page.waitForFunction(
+    (since) => {
+      const s = window.tickcast.summary('SYM0');
+      const r = window.tickcast.row('SYM0');
+      return s && s.trades > 0 && s.since > BigInt(since) && r.open === Number(s.open) && r.volume === Number(s.volume);
+    },
+    oldSince,
+    { timeout: WAIT_MS },
+  );
   console.log(
-    `reconnect: shutdown notices ${after.shutdownNotices - before.shutdownNotices}, ` +
-      `sequence restarts detected ${after.seqResets - before.seqResets}, ` +
-      `silent symbols subscribed afresh ${after.resumeRefreshes - before.resumeRefreshes}, gaps ${after.gaps}, ` +
+    `reconnect: shutdown notices ${after.shutdownNotices - before.shutdownNotices}, gaps ${after.gaps}, ` +
       `cells changed ${changedMs} ms after the reconnect` +
       (after.lastGap ? `; last gap ${JSON.stringify(after.lastGap)}` : ''),
   );
@@ -454,6 +612,65 @@ step('a tick lost on the way shows up as a gap', async () => {
   assert.equal(after.gaps, before.gaps + 1);
   assert.equal(after.lastGap.symbol, 'SYM42');
   console.log(`dropped SYM42 seq ${dropped.seq}: gap reported ${JSON.stringify(after.lastGap)}`);
+});
+
+/** An HS256 JWT with `claims`, signed with `secret`. */
+function jwt(claims, secret) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${body}.${crypto.createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+step('with [auth], the page asks for a token, refuses a bad one and connects with a good one', async () => {
+  const secret = 'dashboard-test-secret';
+  await stopServer(server);
+  server = await startServer(['--symbols', '200', '--rate', '500'], `[auth]\njwt_secret = "${secret}"\n`);
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  const good = jwt({ sub: 'dashboard-test', exp, symbols: ['*'] }, secret);
+  const expired = jwt({ sub: 'dashboard-test', exp: exp - 7200, symbols: ['*'] }, secret);
+  // A new tab: no token kept (tokens live in the tab's sessionStorage).
+  const p = await context.newPage();
+  p.on('pageerror', (e) => pageErrors.push(String(e)));
+  await p.goto(server.url, { timeout: WAIT_MS });
+  await p.waitForSelector('#auth:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await p.getAttribute('#status', 'data-state'), 'auth');
+  assert.match(await p.textContent('#auth-message'), /needs a token: missing token/);
+  await p.fill('#token', 'not-a-token');
+  await p.click('#auth button[type="submit"]');
+  await p.waitForFunction(() => /refused the token: malformed token/.test(document.getElementById('auth-message').textContent), null, {
+    timeout: WAIT_MS,
+  });
+  assert.ok(await p.isVisible('#auth'));
+  await p.fill('#token', good);
+  await p.click('#auth button[type="submit"]');
+  await p.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+  assert.ok(await p.isHidden('#auth'));
+  const live = async (pg) => {
+    const before = await pg.textContent('tr[data-symbol="SYM0"] [data-field="last"]');
+    await pg.waitForFunction(
+      (b) => {
+        const t = document.querySelector('tr[data-symbol="SYM0"] [data-field="last"]').textContent;
+        return t !== '' && t !== b;
+      },
+      before,
+      { timeout: WAIT_MS },
+    );
+  };
+  await live(p);
+  await p.close();
+
+  // ?token= in the address: connects at once, and the token leaves the address bar.
+  const q = await context.newPage();
+  q.on('pageerror', (e) => pageErrors.push(String(e)));
+  await q.goto(`${server.url}?token=${encodeURIComponent(good)}`, { timeout: WAIT_MS });
+  await q.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+  assert.equal(await q.evaluate(() => location.search), '');
+  await live(q);
+  // An expired token: asked for a new one, with the server's reason.
+  await q.goto(`${server.url}?token=${encodeURIComponent(expired)}`, { timeout: WAIT_MS });
+  await q.waitForSelector('#auth:not([hidden])', { timeout: WAIT_MS });
+  assert.match(await q.textContent('#auth-message'), /token expired/);
+  await q.close();
 });
 
 step('no uncaught errors in the page', async () => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Browser test of the dashboard: installs what is missing (Chromium from Debian,
-# playwright-core from npm), builds the server, and runs tests/browser/dashboard.test.mjs.
+# Browser tests: installs what is missing (Chromium from Debian, playwright-core from
+# npm), builds the server, and runs tests/browser/dashboard.test.mjs (the dashboard)
+# and tests/browser/client.test.mjs (the JavaScript client package in the page).
 # The screenshot lands in artifacts/dashboard.png at the repository root.
 set -euo pipefail
 
@@ -38,5 +39,5 @@ export TICKCAST_BIN="$target/debug/tickcast"
 [ -x "$TICKCAST_BIN" ] || die "server binary missing after the build: $TICKCAST_BIN"
 
 cd "$here"
-timeout 600 node --test --test-concurrency=1 dashboard.test.mjs
+timeout 900 node --test --test-concurrency=1 dashboard.test.mjs client.test.mjs
 echo "screenshots: $root/artifacts/dashboard.png, $root/artifacts/dashboard-200.png"

@@ -99,22 +99,35 @@ def test_gap_detector_rules():
     assert [(g.symbol, g.missed) for g in d.end_message(16 + 72)] == [("A", 2)]
 
 
-def test_to_dataframe_has_floats_and_raw_integers():
+def test_to_dataframe_prices_are_exact_by_default_and_fixed_or_float_on_request():
     records = [
         (1, 1, 0, 0, 7, 1_700_000_000_000_000_000, 1_700_000_000_000_000_001, 1, 0,
-         81_636_000_000, 200_000_000, 81_636_000_000, 81_636_000_000),
+         81_636_000_000, 10_000_000, 81_636_000_000, 81_636_000_000),
         (2, 0, 0, 1, 3, 1_700_000_000_000_000_002, 1_700_000_000_000_000_003, 1, 0,
-         9_950_000_000, 300_000_000, 9_975_000_000, 100_000_000),
+         9_950_000_000, 300_000_000, 9_975_000_000, (1 << 63) - 1),
     ]
     _, arr = tickcast.decode(tickcast.encode(records))
     df = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"})
     assert list(df["symbol"]) == ["SYM0", "SYM1"]
     assert list(df["kind"]) == ["trade", "quote"]
-    assert df["price"][0] == 816.36 and df["size"][0] == 2.0
-    assert np.isnan(df["price"][1]) and df["bid_px"][1] == 99.5 and df["ask_sz"][1] == 1.0
+    # Exact: 0.1 is 0.1, and the largest size keeps every digit.
+    assert df["price"][0] == Decimal("816.36") and str(df["size"][0]) == "0.10000000"
+    assert df["ask_sz"][1] == Decimal("92233720368.54775807")
+    assert df["price"][1] is None and df["bid_px"][0] is None
     assert df["value0"][0] == 81_636_000_000 and df["value0"].dtype == np.int64
     assert list(df["snapshot"]) == [True, False]
     assert str(df["time"][0]) == "2023-11-14 22:13:20+00:00"
+
+    fixed = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"}, prices="fixed")
+    assert str(fixed["price"].dtype) == "Int64" and fixed["price"][0] == 81_636_000_000
+    assert fixed["price"].isna().tolist() == [False, True]
+    assert fixed["ask_sz"][1] == (1 << 63) - 1
+
+    floats = tickcast.to_dataframe(arr, {0: "SYM0", 1: "SYM1"}, prices="float")
+    assert floats["price"][0] == 816.36 and floats["size"][0] == 0.1
+    assert np.isnan(floats["price"][1]) and floats["bid_px"][1] == 99.5
+    with pytest.raises(ValueError, match="prices='exact'"):
+        tickcast.to_dataframe(arr, prices="exact")
 
 
 def test_capture_round_trip_in_python():

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -71,9 +73,9 @@ class Ticks:
         """Boolean mask of the records carrying ``flag`` (``tickcast.FLAG_*``)."""
         return (self.records["flags"] & flag) != 0
 
-    def to_dataframe(self) -> Any:
+    def to_dataframe(self, prices: str = "decimal") -> Any:
         """The records as a pandas DataFrame (see :func:`tickcast.to_dataframe`)."""
-        return to_dataframe(self.records, self.names)
+        return to_dataframe(self.records, self.names, prices)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class Reconnected:
 class Client:
     """A tickcast subscriber (binary format).
 
-    :param url: ``ws://host:port/ws``.
+    :param url: ``ws://host:port/ws``, or ``wss://`` for a server with TLS.
     :param symbols: symbols to subscribe on connect (``["*"]`` for all).
     :param max_rate: at most this many updates per second per symbol (server-side).
     :param reconnect: reconnect when the connection ends (default True).
@@ -155,6 +157,10 @@ class Client:
     :param open_timeout: longest wait for a connection and handshake, seconds (default 5).
     :param max_queue: messages ``websockets`` reads ahead (default 1024).
     :param seed: seed of the reconnect jitter (default: random).
+    :param token: the token of a server with ``[auth]``, sent on every connection as
+        ``Authorization: Bearer <token>`` (default None).
+    :param ca_file: ``wss://`` only: a PEM file of CA certificates to trust besides the
+        system's (a private CA, or a self-signed server certificate; default None).
     """
 
     def __init__(
@@ -170,6 +176,8 @@ class Client:
         open_timeout: float = 5.0,
         max_queue: int = 1024,
         seed: Optional[int] = None,
+        token: Optional[str] = None,
+        ca_file: Optional[str] = None,
     ) -> None:
         self.url = url
         self.max_rate = max_rate
@@ -179,6 +187,13 @@ class Client:
         self.max_reconnect_attempts = max_reconnect_attempts
         self.open_timeout = open_timeout
         self.max_queue = max_queue
+        self.token = token
+        self._ssl: Optional[ssl.SSLContext] = None
+        if ca_file is not None:
+            if not url.startswith("wss://"):
+                raise ValueError(f"ca_file is for wss:// URLs, not {url!r}")
+            # Read once, now: a missing or bad file is an error here, not at reconnect.
+            self._ssl = ssl.create_default_context(cafile=os.fspath(ca_file))
         self._rng = random.Random(seed)
         self._wanted: set = set()
         self._wildcard = False
@@ -228,9 +243,14 @@ class Client:
         return self._gaps.last_seqs()
 
     async def _open(self) -> Any:
+        extra: Dict[str, Any] = {}
+        if self.token is not None:
+            extra["additional_headers"] = {"Authorization": f"Bearer {self.token}"}
+        if self._ssl is not None:
+            extra["ssl"] = self._ssl
         return await websockets.connect(
             self.url, open_timeout=self.open_timeout, max_queue=self.max_queue,
-            max_size=1 << 20, compression=None,
+            max_size=1 << 20, compression=None, **extra,
         )
 
     def _remember(self, symbols: Sequence[str]) -> None:

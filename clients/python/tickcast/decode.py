@@ -163,19 +163,33 @@ def concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.view(_VOID) for a in arrays]).view(RECORD_DTYPE)
 
 
-def to_dataframe(records: Union[np.ndarray, Sequence[np.ndarray]], names: Optional[Mapping[int, str]] = None) -> Any:
+def to_dataframe(
+    records: Union[np.ndarray, Sequence[np.ndarray]],
+    names: Optional[Mapping[int, str]] = None,
+    prices: str = "decimal",
+) -> Any:
     """A pandas DataFrame of records (one array, or several concatenated).
 
     Columns: ``symbol`` (from ``names``, id → name), ``symbol_id``, ``seq``, ``kind``
     (``"trade"``/``"quote"``), ``flags`` and the booleans ``snapshot``, ``conflated``,
     ``replay``, ``count``, ``ts_event``, ``ts_recv`` (raw ns) and ``time`` (``ts_event``
     as UTC datetimes), the raw fixed-point integers ``value0..value3``, and the values
-    as floats: ``price``, ``size``, ``high``, ``low`` for trades and ``bid_px``,
-    ``bid_sz``, ``ask_px``, ``ask_sz`` for quotes (NaN on rows of the other kind).
-    Floats are for analysis; the raw integers are exact.
+    by name: ``price``, ``size``, ``high``, ``low`` for trades and ``bid_px``,
+    ``bid_sz``, ``ask_px``, ``ask_sz`` for quotes, missing on rows of the other kind.
+
+    ``prices`` is their form (:mod:`tickcast.prices`): ``"decimal"`` (the default,
+    exact) gives :class:`decimal.Decimal` values with 8 places and ``None`` where
+    missing, as ``pandas.read_parquet`` gives for a ``tickcast capture export`` to
+    Parquet; ``"fixed"`` (exact, fastest) the fixed-point integers (10⁻⁸ units) as
+    nullable ``Int64`` columns with ``pd.NA``; ``"float"`` floats with NaN (inexact,
+    for plots and statistics). Decimals cost a Python object per value: take
+    ``"fixed"`` for frames of millions of rows.
     """
     import pandas as pd  # optional dependency: pip install 'tickcast[pandas]'
 
+    from . import prices as _prices
+
+    _prices.check(prices)
     if not isinstance(records, np.ndarray):
         records = concat(list(records))
     names = names or {}
@@ -204,5 +218,5 @@ def to_dataframe(records: Union[np.ndarray, Sequence[np.ndarray]], names: Option
         cols[f"value{i}"] = records[f"value{i}"]
     for mask, fields in ((trade, TRADE_FIELDS), (quote, QUOTE_FIELDS)):
         for i, name in enumerate(fields):
-            cols[name] = np.where(mask, records[f"value{i}"] / SCALE, np.nan)
+            cols[name] = _prices.convert(records[f"value{i}"], prices, mask)
     return pd.DataFrame(cols)

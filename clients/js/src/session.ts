@@ -1,0 +1,605 @@
+/**
+ * `Session`: what a client knows across connections, sans-IO, as the Rust client's
+ * `client::Session`. It takes the server's messages and hands ticks, gaps and control
+ * events to a {@link SessionSink}, and writes the control messages to send: the
+ * subscriptions to restore, with resume points, after a reconnect. No sockets, no
+ * timers: {@link Client} is the I/O around it, and tests drive it directly.
+ *
+ * @module
+ */
+
+import {
+  decode,
+  DecodeError,
+  FLAG_CONFLATED,
+  FLAG_REPLAY,
+  FLAG_SNAPSHOT,
+  HEADER_SIZE,
+  KIND_TRADE,
+  RECORD_SIZE,
+  type Kind,
+  type RecordView,
+} from './decode.js';
+import { formatFixed, formatFixedAt, parseFixed } from './fixed.js';
+import { type Gap, GapDetector } from './gaps.js';
+
+/** How ticks are sent on a connection. */
+export type Format = 'binary' | 'json';
+
+/** What every tick carries. Timestamps are `bigint` ns since the Unix epoch. */
+export interface TickBase {
+  /** The symbol's name (empty only if the server never named the id, which it always does). */
+  readonly symbol: string;
+  /** The symbol's id on the current connection (-1 if not known yet). */
+  readonly symbolId: number;
+  /** Per-symbol sequence number, shared by the symbol's trades and quotes. */
+  readonly seq: number;
+  /** `"trade"` or `"quote"`. */
+  readonly kind: Kind;
+  /** Flag bits: {@link FLAG_SNAPSHOT}, {@link FLAG_CONFLATED}, {@link FLAG_REPLAY}. */
+  readonly flags: number;
+  /** The latest value, sent on subscribe or when the server lost its place. */
+  readonly snapshot: boolean;
+  /** Stands for `count` merged updates. */
+  readonly conflated: boolean;
+  /** Re-sent from the server's ring after a resume. */
+  readonly replay: boolean;
+  /** Updates this record stands for: 1, or more when conflated. */
+  readonly count: number;
+  /** Event time at the source. */
+  readonly tsEvent: bigint;
+  /** When tickcast ingested it. */
+  readonly tsRecv: bigint;
+}
+
+/** A trade; values are exact decimal strings (parse with {@link parseFixed} for integers). */
+export interface Trade extends TickBase {
+  readonly kind: 'trade';
+  /** Last price. */
+  readonly price: string;
+  /** Size; for a conflated record, the total size of the trades it merges. */
+  readonly size: string;
+  /** Highest price of the trades merged (the price for a single trade). */
+  readonly high: string;
+  /** Lowest price of the trades merged (the price for a single trade). */
+  readonly low: string;
+}
+
+/** A quote; values are exact decimal strings. */
+export interface Quote extends TickBase {
+  readonly kind: 'quote';
+  readonly bidPx: string;
+  readonly bidSz: string;
+  readonly askPx: string;
+  readonly askSz: string;
+}
+
+/** A trade or a quote. */
+export type Tick = Trade | Quote;
+
+/**
+ * A symbol's trading since the server's session started (its first trade on this
+ * server): from the server's `summary` message on subscribe, kept current with every
+ * later trade the client receives (`docs/protocol.md`, "Session summary").
+ */
+export interface Summary {
+  readonly symbol: string;
+  /** The sequence number of the last trade counted. */
+  readonly seq: number;
+  /** Trades counted. */
+  readonly trades: number;
+  /** Price of the first trade. */
+  readonly open: string;
+  /** Highest trade price. */
+  readonly high: string;
+  /** Lowest trade price. */
+  readonly low: string;
+  /** Sum of trade sizes. */
+  readonly volume: string;
+  /** `ts_event` of the first trade, ns since the Unix epoch. */
+  readonly since: bigint;
+}
+
+/** The server's acknowledgement of a subscribe. */
+export interface Subscribed {
+  readonly symbols: string[];
+  readonly format: Format;
+  readonly maxRate: number;
+  /** The `id` of the subscribe it answers, if it had one. */
+  readonly id?: unknown;
+}
+
+/** The server rejected a control message (`{"type":"error"}`). */
+export class ServerError extends Error {
+  override readonly name = 'ServerError';
+  /** Symbols the error names (unknown, or not entitled), if any. */
+  readonly symbols: string[];
+  /** The `id` of the message it answers. */
+  readonly id: unknown;
+  /** Whether it answers the client's own resubscribe after a reconnect (retried). */
+  readonly resubscribe: boolean;
+
+  constructor(message: string, symbols: string[], id: unknown, resubscribe: boolean) {
+    super(message);
+    this.symbols = symbols;
+    this.id = id;
+    this.resubscribe = resubscribe;
+  }
+}
+
+/** Where a {@link Session} sends what it decoded. */
+export interface SessionSink {
+  /** One tick, in message order. */
+  tick(t: Tick): void;
+  /** Every tick of one data message, after their `tick` calls. */
+  batch(ticks: Tick[], tsOut: bigint | undefined): void;
+  /** Updates of a symbol were lost; follows the batch that showed it. */
+  gap(g: Gap): void;
+  /** Id ↔ name of symbols newly added to the subscription. */
+  symbols(map: Array<{ id: number; name: string }>): void;
+  subscribed(ack: Subscribed): void;
+  unsubscribed(symbols: string[]): void;
+  /** The server started (`on`) or stopped merging updates for this connection. */
+  conflated(state: { on: boolean; merged?: number }): void;
+  /** A symbol's session summary changed. */
+  summary(s: Summary): void;
+  /** The server announced its shutdown: the connection closes next. */
+  shutdown(message: string): void;
+  /** A bad message (a {@link DecodeError}) or a {@link ServerError}. */
+  error(e: Error): void;
+  /** Any other text message. */
+  control(message: unknown): void;
+}
+
+/** Options of one subscribe. */
+export interface SubscribeOptions {
+  /** At most this many updates per second per symbol; 0 or absent is unlimited. */
+  maxRate?: number;
+  /** Switch the connection's format. */
+  format?: Format;
+}
+
+interface SummaryState {
+  seq: number;
+  trades: number;
+  open: bigint;
+  high: bigint;
+  low: bigint;
+  volume: bigint;
+  since: bigint;
+}
+
+const FLAG_BITS: Record<string, number> = { snapshot: FLAG_SNAPSHOT, conflated: FLAG_CONFLATED, replay: FLAG_REPLAY };
+/** Integer fields past 2^53 (ns timestamps), read as strings, then as bigints. */
+const TS_FIELDS = /"(ts_event|ts_recv|since)":(\d+)/g;
+const SUMMARY_PREFIX = '{"type":"summary"';
+
+/** Subscriptions, sequence accounting and the id map of one client. */
+export class Session {
+  private readonly sink: SessionSink;
+  /** Symbols the user subscribed (and did not unsubscribe) → their `max_rate`. */
+  private readonly wanted = new Map<string, number>();
+  /** Whether the user subscribed to `*`, and at which rate. */
+  private wildcard = false;
+  private wildcardRate = 0;
+  /** Format of ticks on the connection, sent with every subscribe. */
+  format: Format;
+  private readonly gaps = new GapDetector();
+  /** Id → name and name → id on the current connection. */
+  private names: string[] = [];
+  private readonly ids = new Map<string, number>();
+  private readonly summaries = new Map<string, SummaryState>();
+  private shutdownAnnounced = false;
+  /** Messages sent so far, for their `id`s. */
+  private sent = 0;
+  /** Ids of the resubscribes awaiting their reply. */
+  private readonly awaiting = new Set<string>();
+  /** The user's subscribes awaiting their reply → the symbols each newly added. */
+  private readonly pending = new Map<string, string[]>();
+  /** The server rejected a resubscribe: send it again later. */
+  private retry = false;
+
+  /** Whether subscribes ask for the symbols' session summaries (`"summary": true`). */
+  private readonly wantSummary: boolean;
+
+  constructor(sink: SessionSink, format: Format = 'binary', summary = true) {
+    this.sink = sink;
+    this.format = format;
+    this.wantSummary = summary;
+  }
+
+  /** Records a subscribe and returns the message to send. */
+  subscribe(symbols: readonly string[], opts: SubscribeOptions = {}): string {
+    const rate = opts.maxRate ?? 0;
+    if (opts.format !== undefined) this.format = opts.format;
+    const added: string[] = [];
+    for (const s of symbols) {
+      if (s === '*') {
+        this.wildcard = true;
+        this.wildcardRate = rate;
+      } else {
+        if (!this.wanted.has(s)) added.push(s);
+        this.wanted.set(s, rate);
+      }
+    }
+    const id = `subscribe-${++this.sent}`;
+    this.pending.set(id, added);
+    return this.subscribeMessage(symbols, rate, undefined, id);
+  }
+
+  /** A resume point for the first connection (from an earlier client's `lastSeqs()`). */
+  seedResume(symbol: string, seq: number): void {
+    this.gaps.seed(symbol, seq);
+  }
+
+  /** Records an unsubscribe and returns the message to send. */
+  unsubscribe(symbols: readonly string[]): string {
+    for (const s of symbols) {
+      if (s === '*') {
+        this.wildcard = false;
+        for (const name of this.wanted.keys()) this.forget(name);
+        this.wanted.clear();
+        for (const name of [...this.gaps.lastSeqs().keys()]) this.forget(name);
+      } else {
+        this.wanted.delete(s);
+        this.forget(s);
+      }
+    }
+    return JSON.stringify({ op: 'unsubscribe', symbols });
+  }
+
+  private forget(name: string): void {
+    this.gaps.forget(name);
+    this.summaries.delete(name);
+  }
+
+  /** Whether anything is subscribed. */
+  hasSubscriptions(): boolean {
+    return this.wildcard || this.wanted.size > 0;
+  }
+
+  /** The symbols subscribed by name (not through `*`). */
+  subscriptions(): string[] {
+    return [...this.wanted.keys()];
+  }
+
+  /**
+   * A new connection is up: forgets the old id map and returns the subscribes to
+   * send, resuming each symbol from the last `seq` seen (none when nothing is
+   * subscribed).
+   */
+  connected(): string[] {
+    this.gaps.newConnection();
+    this.names = [];
+    this.ids.clear();
+    this.shutdownAnnounced = false;
+    this.retry = false;
+    this.pending.clear();
+    return this.resubscribe();
+  }
+
+  /**
+   * Whether the server rejected the last resubscribe (a restarted server whose feed
+   * has not yet seen every symbol answers `unknown symbol`): the caller sends
+   * {@link Session.resubscribe} again after a delay. Reading clears it.
+   */
+  takeRetry(): boolean {
+    const r = this.retry;
+    this.retry = false;
+    return r;
+  }
+
+  /**
+   * The subscribes that restore every subscription, with resume points and `id`s to
+   * recognise their replies: one per distinct `max_rate` (the wildcard first).
+   */
+  resubscribe(): string[] {
+    this.awaiting.clear();
+    if (!this.hasSubscriptions()) return [];
+    const last = this.gaps.lastSeqs();
+    const resumeOf = (names: Iterable<string> | null): Record<string, number> | undefined => {
+      const out: Record<string, number> = {};
+      let any = false;
+      for (const [name, seq] of last) {
+        if (names === null || (names as Set<string>).has(name)) {
+          out[name] = seq;
+          any = true;
+        }
+      }
+      return any ? out : undefined;
+    };
+    const messages: string[] = [];
+    const send = (symbols: string[], rate: number, resume: Record<string, number> | undefined) => {
+      const id = `resubscribe-${++this.sent}`;
+      this.awaiting.add(id);
+      messages.push(this.subscribeMessage(symbols, rate, resume, id));
+    };
+    if (this.wildcard) send(['*'], this.wildcardRate, resumeOf(null));
+    const byRate = new Map<number, string[]>();
+    for (const [name, rate] of this.wanted) {
+      if (this.wildcard && rate === this.wildcardRate) continue;
+      const list = byRate.get(rate);
+      if (list) list.push(name);
+      else byRate.set(rate, [name]);
+    }
+    for (const [rate, names] of byRate) {
+      names.sort();
+      send(names, rate, this.wildcard ? undefined : resumeOf(new Set(names)));
+    }
+    return messages;
+  }
+
+  /** The highest sequence number seen per symbol: what a reconnect resumes from. */
+  lastSeqs(): Map<string, number> {
+    return this.gaps.lastSeqs();
+  }
+
+  /** The session summary of `symbol`, if the server sent one. */
+  summary(symbol: string): Summary | undefined {
+    const s = this.summaries.get(symbol);
+    return s && toSummary(symbol, s);
+  }
+
+  /** Whether the server said `{"type":"shutdown"}` on the current connection. */
+  isShutdownAnnounced(): boolean {
+    return this.shutdownAnnounced;
+  }
+
+  private subscribeMessage(
+    symbols: readonly string[],
+    rate: number,
+    resume: Record<string, number> | undefined,
+    id: string,
+  ): string {
+    const msg: Record<string, unknown> = { op: 'subscribe', symbols, format: this.format };
+    if (rate > 0) msg['max_rate'] = rate;
+    if (resume !== undefined) msg['resume'] = resume;
+    if (this.wantSummary) msg['summary'] = true;
+    msg['id'] = id;
+    return JSON.stringify(msg);
+  }
+
+  // ------------------------------------------------------------------ incoming
+
+  /**
+   * A binary data message: decoded, accounted, handed on as ticks, a batch and any
+   * gaps. A bad message goes to `sink.error` as a {@link DecodeError} and is skipped.
+   */
+  onBinary(data: ArrayBuffer | ArrayBufferView): void {
+    let decoded;
+    try {
+      decoded = decode(data);
+    } catch (e) {
+      this.sink.error(e as Error);
+      return;
+    }
+    const ticks: Tick[] = new Array(decoded.records.length);
+    decoded.records.forEach((r, i) => {
+      const t = binaryTick(r, this.names[r.symbolId] ?? '');
+      ticks[i] = t;
+      if (t.symbol !== '') {
+        this.gaps.observe(t.symbol, t.seq, t.flags, t.count, t.tsRecv);
+        if (t.kind === 'trade' && this.summaries.has(t.symbol)) {
+          this.countTrade(t, r.fixed(0), r.fixed(1), r.fixed(2), r.fixed(3));
+        }
+      }
+      this.sink.tick(t);
+    });
+    this.sink.batch(ticks, decoded.tsOut);
+    for (const g of this.gaps.endMessage(HEADER_SIZE + decoded.header.recordCount * RECORD_SIZE)) this.sink.gap(g);
+  }
+
+  /** A text message: a JSON tick array, or a control message. */
+  onText(text: string): void {
+    let v: unknown;
+    try {
+      // Timestamps exceed 2^53: read them as strings, then as bigints.
+      const big = text.charCodeAt(0) === 91 /* [ */ || text.startsWith(SUMMARY_PREFIX);
+      v = JSON.parse(big ? text.replace(TS_FIELDS, '"$1":"$2"') : text);
+    } catch (e) {
+      this.sink.error(new DecodeError('json', `a text message that is not JSON: ${(e as Error).message}`));
+      return;
+    }
+    if (Array.isArray(v)) {
+      this.onJsonTicks(v, text.length);
+    } else if (v !== null && typeof v === 'object') {
+      this.onControl(v as Record<string, unknown>);
+    } else {
+      this.sink.control(v);
+    }
+  }
+
+  private onJsonTicks(list: unknown[], length: number): void {
+    const ticks: Tick[] = [];
+    for (const o of list) {
+      const t = jsonTick(o as Record<string, unknown>, this.ids);
+      if (t === null) {
+        this.sink.error(new DecodeError('json', `not a tick: ${JSON.stringify(o)}`));
+        continue;
+      }
+      ticks.push(t);
+      this.gaps.observe(t.symbol, t.seq, t.flags, t.count, t.tsRecv);
+      if (t.kind === 'trade') {
+        if (this.summaries.has(t.symbol)) {
+          this.countTrade(t, parseFixed(t.price), parseFixed(t.size), parseFixed(t.high), parseFixed(t.low));
+        }
+      }
+      this.sink.tick(t);
+    }
+    this.sink.batch(ticks, undefined);
+    for (const g of this.gaps.endJsonMessage(length)) this.sink.gap(g);
+  }
+
+  /** Adds a trade record that comes after a symbol's summary to it. */
+  private countTrade(t: Trade, price: bigint, size: bigint, high: bigint, low: bigint): void {
+    const s = this.summaries.get(t.symbol);
+    if (s === undefined || t.seq <= s.seq) return;
+    if (s.trades === 0) {
+      s.open = price;
+      s.high = high;
+      s.low = low;
+      s.since = t.tsEvent;
+    }
+    s.seq = t.seq;
+    s.trades += t.count;
+    s.volume += size;
+    if (high > s.high) s.high = high;
+    if (low < s.low) s.low = low;
+    this.sink.summary(toSummary(t.symbol, s));
+  }
+
+  private onControl(v: Record<string, unknown>): void {
+    const type = v['type'];
+    const id = v['id'];
+    const resubscribe = typeof id === 'string' && this.awaiting.delete(id);
+    if (resubscribe && type === 'error') this.retry = true;
+    const names = (x: unknown): string[] => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : []);
+    switch (type) {
+      case 'symbols': {
+        const map: Array<{ id: number; name: string }> = [];
+        for (const s of Array.isArray(v['symbols']) ? v['symbols'] : []) {
+          const sid = s?.id;
+          const name = s?.name;
+          // Ids are dense from 0 on the server; refuse absurd ones rather than allocate.
+          if (!Number.isInteger(sid) || sid < 0 || sid > 1 << 24 || typeof name !== 'string') continue;
+          this.names[sid] = name;
+          this.ids.set(name, sid);
+          map.push({ id: sid, name });
+        }
+        this.sink.symbols(map);
+        break;
+      }
+      case 'subscribed': {
+        if (typeof id === 'string') this.pending.delete(id);
+        const format = v['format'] === 'json' ? 'json' : 'binary';
+        const ack: Subscribed = {
+          symbols: names(v['symbols']),
+          format,
+          maxRate: typeof v['max_rate'] === 'number' ? v['max_rate'] : 0,
+          ...(id === undefined ? {} : { id }),
+        };
+        this.sink.subscribed(ack);
+        break;
+      }
+      case 'unsubscribed':
+        this.sink.unsubscribed(names(v['symbols']));
+        break;
+      case 'summary':
+        for (const s of Array.isArray(v['symbols']) ? v['symbols'] : []) this.onSummary(s);
+        break;
+      case 'conflation': {
+        const merged = v['merged'];
+        this.sink.conflated(typeof merged === 'number' ? { on: v['state'] === 'on', merged } : { on: v['state'] === 'on' });
+        break;
+      }
+      case 'shutdown':
+        this.shutdownAnnounced = true;
+        this.sink.shutdown(typeof v['message'] === 'string' ? v['message'] : '');
+        break;
+      case 'error': {
+        const symbols = names(v['symbols']);
+        if (typeof id === 'string') {
+          // Nothing of a rejected subscribe was subscribed: forget what it added.
+          for (const s of this.pending.get(id) ?? []) this.wanted.delete(s);
+          this.pending.delete(id);
+        }
+        this.sink.error(new ServerError(String(v['message'] ?? ''), symbols, id, resubscribe));
+        break;
+      }
+      default:
+        this.sink.control(v);
+    }
+  }
+
+  private onSummary(s: Record<string, unknown> | null): void {
+    const symbol = s?.['symbol'];
+    if (typeof symbol !== 'string') return;
+    try {
+      const state: SummaryState = {
+        seq: Number(s!['seq']),
+        trades: Number(s!['trades']),
+        open: parseFixed(String(s!['open'])),
+        high: parseFixed(String(s!['high'])),
+        low: parseFixed(String(s!['low'])),
+        volume: parseFixed(String(s!['volume'])),
+        since: BigInt(String(s!['since'])),
+      };
+      if (!Number.isFinite(state.seq) || !Number.isFinite(state.trades)) throw new Error('seq and trades are numbers');
+      this.summaries.set(symbol, state);
+      this.sink.summary(toSummary(symbol, state));
+    } catch (e) {
+      this.sink.error(new DecodeError('json', `bad summary of ${symbol}: ${(e as Error).message}`));
+    }
+  }
+}
+
+function toSummary(symbol: string, s: SummaryState): Summary {
+  return {
+    symbol,
+    seq: s.seq,
+    trades: s.trades,
+    open: formatFixed(s.open),
+    high: formatFixed(s.high),
+    low: formatFixed(s.low),
+    volume: formatFixed(s.volume),
+    since: s.since,
+  };
+}
+
+/** A binary record as a {@link Tick}; each kind built as one literal, so ticks share a shape. */
+function binaryTick(r: RecordView, symbol: string): Tick {
+  const v = r.view;
+  const o = r.offset;
+  const flags = v.getUint8(o + 1);
+  const symbolId = v.getUint32(o + 4, true);
+  const seq = r.seq;
+  const count = v.getUint32(o + 32, true);
+  const tsEvent = v.getBigUint64(o + 16, true);
+  const tsRecv = v.getBigUint64(o + 24, true);
+  const snapshot = (flags & FLAG_SNAPSHOT) !== 0;
+  const conflated = (flags & FLAG_CONFLATED) !== 0;
+  const replay = (flags & FLAG_REPLAY) !== 0;
+  const a = formatFixedAt(v, o + 40);
+  const b = formatFixedAt(v, o + 48);
+  const c = formatFixedAt(v, o + 56);
+  const d = formatFixedAt(v, o + 64);
+  if (v.getUint8(o) === KIND_TRADE) {
+    return { symbol, symbolId, seq, kind: 'trade', flags, snapshot, conflated, replay, count, tsEvent, tsRecv, price: a, size: b, high: c, low: d };
+  }
+  return { symbol, symbolId, seq, kind: 'quote', flags, snapshot, conflated, replay, count, tsEvent, tsRecv, bidPx: a, bidSz: b, askPx: c, askSz: d };
+}
+
+/** A JSON tick object (timestamps already strings) as a {@link Tick}; null if it is not one. */
+function jsonTick(o: Record<string, unknown>, ids: Map<string, number>): Tick | null {
+  if (o === null || typeof o !== 'object' || o['type'] !== 'tick') return null;
+  const symbol = o['symbol'];
+  const seq = o['seq'];
+  if (typeof symbol !== 'string' || typeof seq !== 'number') return null;
+  let flags = 0;
+  for (const f of Array.isArray(o['flags']) ? o['flags'] : []) flags |= FLAG_BITS[f] ?? 0;
+  let tsEvent: bigint;
+  let tsRecv: bigint;
+  try {
+    tsEvent = BigInt(o['ts_event'] as string);
+    tsRecv = BigInt(o['ts_recv'] as string);
+  } catch {
+    return null;
+  }
+  const symbolId = ids.get(symbol) ?? -1;
+  const count = typeof o['count'] === 'number' ? o['count'] : 1;
+  const snapshot = (flags & FLAG_SNAPSHOT) !== 0;
+  const conflated = (flags & FLAG_CONFLATED) !== 0;
+  const replay = (flags & FLAG_REPLAY) !== 0;
+  const str = (k: string): string | null => (typeof o[k] === 'string' ? (o[k] as string) : null);
+  if (o['kind'] === 'trade') {
+    const [price, size, high, low] = [str('price'), str('size'), str('high'), str('low')];
+    if (price === null || size === null || high === null || low === null) return null;
+    return { symbol, symbolId, seq, kind: 'trade', flags, snapshot, conflated, replay, count, tsEvent, tsRecv, price, size, high, low };
+  }
+  if (o['kind'] === 'quote') {
+    const [bidPx, bidSz, askPx, askSz] = [str('bid_px'), str('bid_sz'), str('ask_px'), str('ask_sz')];
+    if (bidPx === null || bidSz === null || askPx === null || askSz === null) return null;
+    return { symbol, symbolId, seq, kind: 'quote', flags, snapshot, conflated, replay, count, tsEvent, tsRecv, bidPx, bidSz, askPx, askSz };
+  }
+  return null;
+}
