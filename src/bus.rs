@@ -1,34 +1,45 @@
-//! Scale-out over NATS: one ingest node sequences, many edge nodes fan out.
+//! Scale-out over NATS: ingest nodes elect one leader that sequences, many edge nodes
+//! fan out.
 //!
 //! ```text
-//!  feeds ─► ingest: sequencer ─► ring ─► its own writer cores (optional clients)
-//!                      │ every batch (BatchSink)
-//!                      ▼
+//!  feeds ─► ingest (leader): sequencer ─► ring ─► its own writer cores (optional clients)
+//!                      │ every batch (BatchSink)        ▲ lease: JetStream KV <prefix>_leader
+//!                      ▼                                ▼
 //!            NATS  <prefix>.ticks.<shard>        <prefix>.snapshot (request/reply)
 //!                      │                                  ▲
 //!                      ▼                                  │ on start, gap, reconnect,
-//!  edge: bus task ─► publish_sequenced ─► ring ─► writer cores ─► clients
+//!  edge, and ingest standby: Edge ─► publish_sequenced ─► ring ─► writer cores ─► clients
 //! ```
 //!
 //! - [`Role`] says what a node does; [`BusConfig`] tunes the bus.
 //! - [`codec`]: the messages on the bus, sans-IO.
-//! - [`publisher`]: the ingest side: a [`crate::sequencer::BatchSink`] that queues each
-//!   batch for NATS, and the thread that publishes them and answers snapshot requests.
+//! - [`election`]: which ingest leads: a lease in a JetStream key-value bucket, with a
+//!   term that fences a leader that lost it; sans-IO.
+//! - [`ingest`]: an ingest node on its sequencer thread: it leads (sequences its feeds)
+//!   or stands by (follows the leader, ready to continue its sequences); sans-IO core.
+//! - [`publisher`]: the ingest's bus thread: a [`crate::sequencer::BatchSink`] that
+//!   queues each batch for NATS, and the thread that runs the election, publishes the
+//!   batches and answers snapshot requests while leading, and follows while not.
 //! - [`edge`]: the edge side: the [`edge::Edge`] state machine (continuity checks,
-//!   symbol mapping, snapshots; sans-IO) and the thread that feeds it from NATS.
+//!   symbol mapping, term fence, snapshots; sans-IO) and the thread that feeds it from
+//!   NATS.
 //!
-//! Sequence numbers are assigned once, at the ingest, and travel with each tick, so a
-//! tick has the same number on every edge and a client can resume on any of them.
+//! Sequence numbers are assigned once, by the leader, and travel with each tick, so a
+//! tick has the same number on every edge and a client can resume on any of them; a
+//! standby that takes over continues them.
 //! The design and its choices are in `docs/architecture.md` (Scale-out); the message
 //! format in `docs/protocol.md` (The bus).
 
 pub mod codec;
 pub mod edge;
+pub mod election;
+pub mod ingest;
 pub mod publisher;
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -43,8 +54,10 @@ pub enum Role {
     /// Feeds, sequencer and clients on one node, no bus (the default).
     #[default]
     Standalone,
-    /// Feeds and sequencer; publishes every sequenced batch to NATS and answers the
-    /// edges' snapshot requests. It also serves clients, like a standalone node.
+    /// Feeds and sequencer. Ingest nodes elect one leader through NATS (JetStream
+    /// key-value); the leader publishes every sequenced batch to NATS and answers the
+    /// edges' snapshot requests, the others follow it and take over when it fails. It
+    /// also serves clients, like a standalone node.
     Ingest,
     /// No feeds: takes the ingest's sequenced ticks from NATS into its own ring and
     /// last-value cache, and fans them out to its clients.
@@ -108,6 +121,18 @@ pub struct BusConfig {
     /// answer snapshot requests), in ms; attempts start at once and back off
     /// exponentially up to it. Default: 1,000.
     pub reconnect_max_delay_ms: u64,
+    /// How long an ingest's lease on leadership lasts without a renewal, in ms: a
+    /// standby takes over when the leader's lease has not moved for this long (counted
+    /// from when the standby saw it), so a failover takes between `lease_ms` and
+    /// `lease_ms + lease_check_interval_ms` (plus one key-value round trip) after the
+    /// leader's last renewal. Default: 1,000.
+    pub lease_ms: u64,
+    /// How often the leader renews its lease and a standby checks it, in ms; at most a
+    /// third of `lease_ms`. Default: 100.
+    pub lease_check_interval_ms: u64,
+    /// This ingest's name in the lease (`/stats` shows who leads); unique per node.
+    /// Default: none, meaning `<hostname>-<pid>-<n>`.
+    pub node_name: Option<String>,
 }
 
 impl Default for BusConfig {
@@ -118,6 +143,9 @@ impl Default for BusConfig {
             publish_queue_batches: 4096,
             snapshot_timeout_ms: 2_000,
             reconnect_max_delay_ms: 1_000,
+            lease_ms: 1_000,
+            lease_check_interval_ms: 100,
+            node_name: None,
         }
     }
 }
@@ -136,6 +164,28 @@ impl BusConfig {
     /// The subject of snapshot requests.
     pub fn snapshot_subject(&self) -> String {
         format!("{}.snapshot", self.subject_prefix)
+    }
+
+    /// The JetStream key-value bucket that holds the leader's lease:
+    /// `<prefix>_leader`, with the prefix's dots as underscores.
+    pub fn lease_bucket(&self) -> String {
+        format!("{}_leader", self.subject_prefix.replace('.', "_"))
+    }
+
+    /// This ingest's name in the lease: `node_name`, or `<hostname>-<pid>-<n>` with
+    /// `n` counting the nodes this process started.
+    pub fn node_name(&self) -> String {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        if let Some(n) = &self.node_name {
+            return n.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let n = STARTED.fetch_add(1, Relaxed);
+        format!("{host}-{}-{n}", std::process::id())
     }
 
     /// Delay before attempt `attempt` (0-based) to reach NATS or the ingest.
@@ -169,6 +219,22 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if bus.publish_queue_batches == 0 || bus.snapshot_timeout_ms == 0 {
         return Err(ConfigError::Invalid(
             "bus.publish_queue_batches and bus.snapshot_timeout_ms must be positive".into(),
+        ));
+    }
+    if bus.lease_check_interval_ms == 0 || bus.lease_check_interval_ms * 3 > bus.lease_ms {
+        return Err(ConfigError::Invalid(format!(
+            "bus.lease_check_interval_ms ({}) must be positive and at most a third of \
+             bus.lease_ms ({}): the leader renews several times per lease",
+            bus.lease_check_interval_ms, bus.lease_ms
+        )));
+    }
+    if bus
+        .node_name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
+        return Err(ConfigError::Invalid(
+            "bus.node_name must not be empty (leave it out for the default)".into(),
         ));
     }
     if config.role != Role::Standalone && config.nats_url.trim().is_empty() {
@@ -235,6 +301,55 @@ pub struct BusStatus {
     pub snapshot_failures: AtomicU64,
     /// Time of the last batch message, ns since the Unix epoch (0: none yet).
     pub last_message_ns: AtomicU64,
+    /// The leader term published under (ingest leader) or followed (edge, standby).
+    pub term: AtomicU64,
+    /// Edge, standby: messages (or snapshots) from an older term or epoch than the one
+    /// followed, dropped: a leader that lost its lease and has not noticed yet.
+    pub stale: AtomicU64,
+    /// Edge, standby: failovers seen (a new leader's term in the same epoch).
+    pub handovers: AtomicU64,
+    /// Edge, standby: when the last failover's first message arrived, ns since the
+    /// Unix epoch.
+    pub last_handover_ns: AtomicU64,
+    /// Edge, standby: the silence before it: from the message before to that first
+    /// one, in ns.
+    pub last_handover_gap_ns: AtomicU64,
+    /// Messages lost before the state machine read them (NATS slow consumer, the
+    /// standby's hand-off queue full); each asks for a snapshot.
+    pub lost: AtomicU64,
+    /// Ingest: times this node took the lease.
+    pub takeovers: AtomicU64,
+    /// Ingest: takeovers that started a new epoch (the node was not in sync).
+    pub new_epoch_takeovers: AtomicU64,
+    /// Ingest: own feed updates that takeovers merged into snapshot-flagged values:
+    /// what the switch lost (at a node's first takeover, what its feeds sent before it
+    /// led).
+    pub handover_ticks: AtomicU64,
+    /// Ingest: when this node last took the lease, ns since the Unix epoch.
+    pub last_takeover_ns: AtomicU64,
+    /// Ingest: batches not published because this node did not lead under the term
+    /// they were sequenced in.
+    pub unpublished_batches: AtomicU64,
+    /// Ingest: the term of the lease this node holds (0: it holds none).
+    pub lease_term: AtomicU64,
+    /// Ingest: when its last confirmed lease write was sent, ns since the Unix epoch.
+    pub lease_renewed_ns: AtomicU64,
+    /// Ingest: the lease length (`bus.lease_ms`), in ns; set at start.
+    pub lease_ns: AtomicU64,
+    /// Ingest: names in the election.
+    pub election: Mutex<ElectionInfo>,
+}
+
+/// What an ingest knows of the election (`/stats` `bus.election`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElectionInfo {
+    /// This node's name (`bus.node_name`).
+    pub node: String,
+    /// The lease holder's name as last read or written (empty: none seen).
+    pub holder: String,
+    /// Why the election cannot run (for example, NATS without JetStream); empty when
+    /// it runs.
+    pub error: String,
 }
 
 /// What `/healthz` says about a node (and, for `Syncing`, `/readyz`).
@@ -260,12 +375,14 @@ impl BusStatus {
 
     /// The node's health as far as the bus goes.
     pub fn health(&self) -> Health {
+        let election_broken = || self.election_info().is_some_and(|e| !e.error.is_empty());
         match self.role {
             Role::Standalone => Health::Ok,
             Role::Edge if self.synced.load(Relaxed) == 0 => Health::Syncing,
             _ if self.connected.load(Relaxed) == 0 || self.resync_pending.load(Relaxed) == 1 => {
                 Health::Degraded
             }
+            Role::Ingest if election_broken() => Health::Degraded,
             _ => Health::Ok,
         }
     }
@@ -275,6 +392,40 @@ impl BusStatus {
     pub fn not_ready(&self) -> Option<String> {
         (self.health() == Health::Syncing)
             .then(|| "edge has no snapshot from the ingest yet".to_string())
+    }
+
+    /// Whether this node leads: it holds the lease and its last renewal was confirmed
+    /// less than a lease ago (at `now_ns`, ns since the Unix epoch).
+    pub fn is_leader(&self, now_ns: u64) -> bool {
+        self.role == Role::Ingest
+            && self.lease_term.load(Relaxed) != 0
+            && now_ns.saturating_sub(self.lease_renewed_ns.load(Relaxed))
+                < self.lease_ns.load(Relaxed)
+    }
+
+    /// The election's names (ingest nodes only).
+    pub fn election_info(&self) -> Option<ElectionInfo> {
+        (self.role == Role::Ingest).then(|| {
+            self.election
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
+
+    /// Records what the election knows; `holder` and `error` when given.
+    pub fn set_election(&self, holder: Option<&str>, error: Option<&str>) {
+        let mut e = self.election.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = holder {
+            if e.holder != h {
+                e.holder = h.to_string();
+            }
+        }
+        if let Some(err) = error {
+            if e.error != err {
+                e.error = err.to_string();
+            }
+        }
     }
 
     /// The `/healthz` (liveness) answer: always 200 while the process serves, with
@@ -289,11 +440,19 @@ impl BusStatus {
         let mut body = json!({"status": status, "symbols": symbols});
         if self.role != Role::Standalone {
             body["role"] = json!(self.role.name());
+            body["leader"] = json!(self.is_leader(crate::clock::now_ns()));
             body["bus"] = json!({
                 "connected": self.connected.load(Relaxed) == 1,
                 "synced": self.synced.load(Relaxed) == 1,
                 "resync_pending": self.resync_pending.load(Relaxed) == 1,
+                "term": self.term.load(Relaxed),
             });
+            if let Some(e) = self.election_info() {
+                body["bus"]["leader_node"] = json!(e.holder);
+                if !e.error.is_empty() {
+                    body["bus"]["election_error"] = json!(e.error);
+                }
+            }
         }
         (code, body)
     }
@@ -314,6 +473,22 @@ impl BusStatus {
             "resync_pending".into(),
             json!(self.resync_pending.load(Relaxed) == 1),
         );
+        if let Some(e) = self.election_info() {
+            let now = crate::clock::now_ns();
+            let renewed = self.lease_renewed_ns.load(Relaxed);
+            m.insert(
+                "election".into(),
+                json!({
+                    "node": e.node,
+                    "leader": self.is_leader(now),
+                    "leader_node": e.holder,
+                    "lease_term": self.lease_term.load(Relaxed),
+                    "lease_ms": self.lease_ns.load(Relaxed) / 1_000_000,
+                    "lease_renewed_ms_ago": (renewed != 0).then(|| now.saturating_sub(renewed) / 1_000_000),
+                    "error": (!e.error.is_empty()).then_some(e.error),
+                }),
+            );
+        }
         Value::Object(m)
     }
 
@@ -352,6 +527,11 @@ impl BusStatus {
                 "tickcast_bus_resync_pending",
                 "Edge: 1 while a resynchronisation is pending.",
                 self.resync_pending.load(Relaxed),
+            ),
+            (
+                "tickcast_bus_leader",
+                "Ingest: 1 while this node leads (lease held and confirmed).",
+                u64::from(self.is_leader(crate::clock::now_ns())),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -422,7 +602,7 @@ pub(crate) async fn connect(
 type BusField = fn(&BusStatus) -> &AtomicU64;
 
 /// The numeric fields of [`BusStatus`]: name, Prometheus kind, help.
-const BUS_FIELDS: [(&str, &str, &str, BusField); 17] = [
+const BUS_FIELDS: [(&str, &str, &str, BusField); 29] = [
     (
         "disconnects",
         "counter",
@@ -518,6 +698,78 @@ const BUS_FIELDS: [(&str, &str, &str, BusField); 17] = [
         "counter",
         "Edge: snapshot requests that failed.",
         |s| &s.snapshot_failures,
+    ),
+    (
+        "term",
+        "gauge",
+        "The leader term published under or followed.",
+        |s| &s.term,
+    ),
+    (
+        "stale",
+        "counter",
+        "Messages from a leader that lost its lease (older term or epoch), dropped.",
+        |s| &s.stale,
+    ),
+    (
+        "handovers",
+        "counter",
+        "Failovers seen: a new leader's term in the same epoch.",
+        |s| &s.handovers,
+    ),
+    (
+        "last_handover_ns",
+        "gauge",
+        "When the last failover's first message arrived, ns since the Unix epoch.",
+        |s| &s.last_handover_ns,
+    ),
+    (
+        "last_handover_gap_ns",
+        "gauge",
+        "Silence before the last failover's first message, ns.",
+        |s| &s.last_handover_gap_ns,
+    ),
+    (
+        "lost",
+        "counter",
+        "Messages lost before the state machine read them (slow consumer, full queue).",
+        |s| &s.lost,
+    ),
+    (
+        "takeovers",
+        "counter",
+        "Ingest: times this node took the lease.",
+        |s| &s.takeovers,
+    ),
+    (
+        "new_epoch_takeovers",
+        "counter",
+        "Ingest: takeovers that started a new epoch (not in sync).",
+        |s| &s.new_epoch_takeovers,
+    ),
+    (
+        "handover_ticks",
+        "counter",
+        "Ingest: own updates merged into snapshot-flagged values at takeovers (lost).",
+        |s| &s.handover_ticks,
+    ),
+    (
+        "last_takeover_ns",
+        "gauge",
+        "Ingest: when this node last took the lease, ns since the Unix epoch.",
+        |s| &s.last_takeover_ns,
+    ),
+    (
+        "unpublished_batches",
+        "counter",
+        "Ingest: batches not published: sequenced under a term this node no longer leads.",
+        |s| &s.unpublished_batches,
+    ),
+    (
+        "lease_term",
+        "gauge",
+        "Ingest: the term of the lease this node holds (0: none).",
+        |s| &s.lease_term,
     ),
 ];
 

@@ -132,6 +132,14 @@ pub struct Config {
     /// A connection with queued bytes that makes no write progress for this long is
     /// closed with code 4008 `slow consumer`, in ms. Default: 10,000.
     pub stall_timeout_ms: u64,
+    /// On an edge or an ingest (nodes that follow the leader's numbers): how long a
+    /// client that resumes from a sequence this node has not reached yet waits for it,
+    /// in ms. The node is usually a few milliseconds behind the one the client came
+    /// from; once it has read the client's resume point the client goes on with no gap
+    /// and no snapshot, and past this bound it gets a snapshot. 0 sends the snapshot
+    /// at once. A standalone node numbers its own ticks and never waits.
+    /// Default: 500.
+    pub resume_wait_ms: u64,
     /// Token a publisher must present to use `/publish` (as `?token=` or
     /// `Authorization: Bearer`); `None` disables the endpoint. Default: `None`.
     pub publish_token: Option<String>,
@@ -249,6 +257,7 @@ impl Default for Config {
             low_water_bytes: 256 << 10,
             max_queue_age_ms: 1_000,
             stall_timeout_ms: 10_000,
+            resume_wait_ms: 500,
             publish_token: None,
             role: crate::bus::Role::Standalone,
             nats_url: "nats://127.0.0.1:4222".into(),

@@ -27,7 +27,9 @@
 //!   exchange feed connect through [`wsclient`] (`ws://` or `wss://`).
 //! - [`recorder`]: the rolling recorder, a sequencer sink that writes every sequenced
 //!   tick into rotated capture files (`[record]`).
-//! - [`bus`]: scale-out over NATS: an `ingest` node publishes every sequenced batch,
+//! - [`bus`]: scale-out over NATS: `ingest` nodes elect a leader through a JetStream
+//!   key-value lease ([`bus::election`]); the leader publishes every sequenced batch,
+//!   a standby follows it and takes over continuing the numbers ([`bus::ingest`]);
 //!   `edge` nodes take them into their own ring and cache ([`bus::edge`]).
 //! - [`server`]: wires it all together and owns the [`app::App`] state the parts
 //!   share; [`config`] holds every setting and [`admission`] and [`auth`] decide who

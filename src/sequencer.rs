@@ -27,7 +27,7 @@ use crate::tick::{Flags, Tick};
 
 /// Most ticks taken from the channel before the cores are woken: bounds the delay a
 /// burst adds to its first tick.
-const MAX_BATCH: usize = 256;
+pub(crate) const MAX_BATCH: usize = 256;
 
 /// One published batch, as handed to a [`BatchSink`].
 #[derive(Debug, Clone, Copy)]
@@ -144,22 +144,50 @@ impl Sequencer {
     /// Sequences one feed tick received at `ts_recv`: returns the tick as published.
     pub fn sequence(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
         let t = self.sequence_one(ft, ts_recv)?;
-        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        self.flush_counts();
         Ok(t)
     }
 
     /// [`Sequencer::sequence`] without the shared counter (the run loop adds a
-    /// batch's count once).
+    /// batch's count once, [`Sequencer::flush_counts`]).
     fn sequence_one(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
-        let id = match self.ids.get(&ft.symbol) {
-            Some(&id) => id,
+        let id = self.intern(ft.symbol)?;
+        Ok(self.sequence_id(id, ft.ts_event, ft.body, ts_recv, Flags::empty(), 1))
+    }
+
+    /// Adds the ticks published since the last call to the shared counter.
+    pub fn flush_counts(&mut self) {
+        if self.in_batch > 0 {
+            self.stats.ticks.fetch_add(self.in_batch, Ordering::Relaxed);
+            self.in_batch = 0;
+        }
+    }
+
+    /// The id of `symbol`, interning it if it is new.
+    pub fn intern(&mut self, symbol: Symbol) -> Result<u32, SymbolError> {
+        match self.ids.get(&symbol) {
+            Some(&id) => Ok(id),
             None => {
-                let id = self.symbols.intern(ft.symbol)?;
-                self.ids.insert(ft.symbol, id);
+                let id = self.symbols.intern(symbol)?;
+                self.ids.insert(symbol, id);
                 self.announce_pending = true;
-                id
+                Ok(id)
             }
-        };
+        }
+    }
+
+    /// Gives `body` the next sequence number of symbol `id` and publishes it with
+    /// `flags` and `count` (a tick that stands for `count` updates): what
+    /// [`Sequencer::sequence`] does once the symbol is interned.
+    pub fn sequence_id(
+        &mut self,
+        id: u32,
+        ts_event: u64,
+        body: crate::tick::Body,
+        ts_recv: u64,
+        flags: Flags,
+        count: u32,
+    ) -> Tick {
         let idx = id as usize;
         if idx >= self.seqs.len() {
             self.seqs.resize(idx + 1, 0);
@@ -168,20 +196,21 @@ impl Sequencer {
         let tick = Tick {
             symbol_id: id,
             seq: self.seqs[idx],
-            ts_event: ft.ts_event,
+            ts_event,
             ts_recv,
-            flags: Flags::empty(),
-            count: 1,
-            body: ft.body,
+            flags,
+            count,
+            body,
         };
         // Cache first, ring second: a reader that resynchronises from the cache after
         // a lap then never misses a tick that was already in the ring.
         self.lvc.update(&tick);
         self.ring.publish(&tick);
+        self.in_batch += 1;
         if !self.sinks.is_empty() {
             self.batch.push(tick);
         }
-        Ok(tick)
+        tick
     }
 
     /// Publishes a tick that was sequenced elsewhere (an edge node's copy of its
@@ -253,9 +282,22 @@ impl Sequencer {
         self.ring.mark_resync(restart);
     }
 
+    /// Makes the next batch handed to the sinks announce every symbol from id 0 (a
+    /// node that starts publishing on a bus whose receivers knew another publisher's ids).
+    pub fn announce_all(&mut self) {
+        self.announced = 0;
+        self.announce_pending = true;
+    }
+
+    /// Drops the batch gathered for the sinks without handing it over (an ingest that
+    /// does not lead publishes nothing).
+    pub fn discard_batch(&mut self) {
+        self.batch.clear();
+    }
+
     /// Hands the batch published since the last call to the sinks, with the names of
     /// symbols interned meanwhile.
-    fn hand_to_sink(&mut self) {
+    pub fn hand_to_sink(&mut self) {
         if self.sinks.is_empty() {
             return;
         }
@@ -300,8 +342,7 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            self.stats.ticks.fetch_add(self.in_batch, Ordering::Relaxed);
-            self.in_batch = 0;
+            self.flush_counts();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.hand_to_sink();
             for core in &cores {
@@ -311,13 +352,15 @@ impl Sequencer {
     }
 
     fn ingest(&mut self, ft: &FeedTick, ts_recv: u64) {
-        match self.sequence_one(ft, ts_recv) {
-            Ok(_) => self.in_batch += 1,
-            Err(e) => {
-                if self.stats.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(symbol = %ft.symbol, error = %e, "tick rejected");
-                }
-            }
+        if let Err(e) = self.sequence_one(ft, ts_recv) {
+            self.rejected(ft, &e);
+        }
+    }
+
+    /// Counts a feed tick whose symbol could not be interned (logged the first time).
+    pub fn rejected(&self, ft: &FeedTick, e: &SymbolError) {
+        if self.stats.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(symbol = %ft.symbol, error = %e, "tick rejected");
         }
     }
 }

@@ -150,23 +150,11 @@ impl Server {
         let parkers: Vec<_> = cores.iter().map(|c| c.parker.clone()).collect();
         let mut sequencer = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
         let mut others = Vec::new();
-        // Roles (`bus`): an ingest hands every batch to the bus; an edge runs no feed
-        // and no sequencer thread, its bus thread publishes the ingest's ticks.
+        // Roles (`bus`): an ingest leads (hands every batch to the bus) or follows; an
+        // edge runs no feed and no sequencer thread, its bus thread publishes the
+        // leader's ticks.
         let feeds: &[feed::FeedSpec] = match config.role {
-            Role::Standalone | Role::Ingest => {
-                if config.role == Role::Ingest {
-                    let (sink, thread) = bus::publisher::start(bus::publisher::PublisherContext {
-                        config: config.clone(),
-                        symbols: symbols.clone(),
-                        lvc: shared.lvc.clone(),
-                        stats: stats.clone(),
-                        epoch: crate::clock::now_ns(),
-                        shutdown: shutdown_rx.clone(),
-                    })
-                    .map_err(ServerError::Spawn)?;
-                    others.push(thread);
-                    sequencer = sequencer.with_sink(Box::new(sink));
-                }
+            Role::Standalone => {
                 if let Some(record) = &config.record {
                     let (sink, thread) = crate::recorder::start(record.clone(), stats.clone())?;
                     others.push(thread);
@@ -176,6 +164,48 @@ impl Server {
                     std::thread::Builder::new()
                         .name("sequencer".into())
                         .spawn(move || sequencer.run(rx, parkers))
+                        .map_err(ServerError::Spawn)?,
+                );
+                &config.feeds
+            }
+            Role::Ingest => {
+                // Ingests elect a leader; the sequencer thread leads or follows
+                // (`bus::ingest`), told by the bus thread which.
+                stats.bus.lease_ns.store(
+                    config.bus.lease_ms.saturating_mul(1_000_000),
+                    Ordering::Relaxed,
+                );
+                stats
+                    .bus
+                    .election
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .node = config.bus.node_name();
+                let (commands_tx, commands) =
+                    crossbeam_channel::bounded(config.bus.publish_queue_batches);
+                let (sink, thread) = bus::publisher::start(bus::publisher::PublisherContext {
+                    config: config.clone(),
+                    symbols: symbols.clone(),
+                    lvc: shared.lvc.clone(),
+                    stats: stats.clone(),
+                    commands: commands_tx,
+                    shutdown: shutdown_rx.clone(),
+                })
+                .map_err(ServerError::Spawn)?;
+                others.push(thread);
+                sequencer = sequencer.with_sink(Box::new(sink));
+                if let Some(record) = &config.record {
+                    // The recorder takes what this node sequences as the leader.
+                    let (sink, thread) = crate::recorder::start(record.clone(), stats.clone())?;
+                    others.push(thread);
+                    sequencer = sequencer.with_sink(Box::new(sink));
+                }
+                let follower = bus::edge::Edge::new(sequencer, symbols.clone(), stats.clone());
+                let ingest = bus::ingest::Ingest::new(follower, stats.clone());
+                others.push(
+                    std::thread::Builder::new()
+                        .name("sequencer".into())
+                        .spawn(move || bus::ingest::run(ingest, rx, commands, parkers))
                         .map_err(ServerError::Spawn)?,
                 );
                 &config.feeds

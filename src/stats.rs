@@ -53,6 +53,13 @@ pub struct CoreStats {
     /// Times a connection's input was paused for sending faster than
     /// `max_input_bytes_per_sec`.
     pub input_throttled: AtomicU64,
+    /// Resumes that found this node behind the client's resume point and waited for
+    /// it (`resume_wait_ms`).
+    pub resumes_waited: AtomicU64,
+    /// Of those, resumes the node caught up with in time: no snapshot.
+    pub resumes_caught_up: AtomicU64,
+    /// Of those, resumes that got a snapshot at the end of the wait.
+    pub resumes_timed_out: AtomicU64,
     /// Latency histograms of the ticks this core wrote (cumulative, for Prometheus).
     pub latency: CoreLatency,
 }
@@ -370,7 +377,7 @@ pub enum Kind {
 }
 
 /// Every core counter: its name in `/stats`, its kind and what it counts.
-pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 17] = [
+pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 20] = [
     (
         "connections",
         Kind::Gauge,
@@ -445,6 +452,24 @@ pub const CORE_FIELDS: [(&str, Kind, &str, CoreField); 17] = [
         Kind::Counter,
         "Connections closed as slow consumers.",
         |c| &c.evictions,
+    ),
+    (
+        "resumes_waited",
+        Kind::Counter,
+        "Resumes that waited for this node to reach the client's resume point.",
+        |c| &c.resumes_waited,
+    ),
+    (
+        "resumes_caught_up",
+        Kind::Counter,
+        "Waiting resumes the node caught up with in time (no snapshot).",
+        |c| &c.resumes_caught_up,
+    ),
+    (
+        "resumes_timed_out",
+        Kind::Counter,
+        "Waiting resumes that got a snapshot at the end of resume_wait_ms.",
+        |c| &c.resumes_timed_out,
     ),
     (
         "buffered_bytes",

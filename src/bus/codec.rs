@@ -8,7 +8,8 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | [`EPOCH`] | the ingest's epoch: its start time, ns since the Unix epoch, decimal |
+//! | [`EPOCH`] | the numbering run: when its first leader started, ns since the Unix epoch, decimal |
+//! | [`TERM`] | the publishing leader's term (its lease's), decimal |
 //! | [`SYMBOLS_FROM`] | id of the first name in [`SYMBOLS`] |
 //! | [`SYMBOLS`] | symbol names for the ids from [`SYMBOLS_FROM`] on, comma-separated |
 //! | [`SYMBOLS_TOTAL`] | snapshot pages only: symbols the ingest knows in all |
@@ -23,8 +24,10 @@ use crate::symbol::{Symbol, SymbolError};
 use crate::tick::Tick;
 use crate::wire::{self, DecodeError, HEADER_SIZE, RECORD_SIZE};
 
-/// Header: the ingest's epoch (decimal ns), on every message.
+/// Header: the epoch (decimal ns), on every message.
 pub const EPOCH: &str = "Tickcast-Epoch";
+/// Header: the publishing leader's term (decimal), on every message.
+pub const TERM: &str = "Tickcast-Term";
 /// Header: id of the first name in [`SYMBOLS`].
 pub const SYMBOLS_FROM: &str = "Tickcast-Symbols-From";
 /// Header: comma-separated symbol names, in id order.
@@ -66,6 +69,8 @@ pub enum MalformedError {
 pub struct Headers<'a> {
     /// [`EPOCH`].
     pub epoch: Option<&'a str>,
+    /// [`TERM`].
+    pub term: Option<&'a str>,
     /// [`SYMBOLS_FROM`].
     pub symbols_from: Option<&'a str>,
     /// [`SYMBOLS`].
@@ -77,8 +82,10 @@ pub struct Headers<'a> {
 /// One decoded message; borrows the [`Decoder`]'s buffers.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message<'a> {
-    /// The ingest's epoch.
+    /// The epoch.
     pub epoch: u64,
+    /// The publisher's term.
+    pub term: u64,
     /// Id of `symbols[0]`.
     pub symbols_from: u32,
     /// Names announced by this message (often none).
@@ -123,6 +130,10 @@ impl Decoder {
             EPOCH,
             headers.epoch.ok_or(MalformedError::MissingHeader(EPOCH))?,
         )?;
+        let term = number(
+            TERM,
+            headers.term.ok_or(MalformedError::MissingHeader(TERM))?,
+        )?;
         self.names.clear();
         let symbols_from = match headers.symbols {
             Some(list) if !list.is_empty() => {
@@ -160,6 +171,7 @@ impl Decoder {
         }
         Ok(Message {
             epoch,
+            term,
             symbols_from,
             symbols: &self.names,
             symbols_total,
@@ -243,6 +255,7 @@ mod tests {
             .decode(
                 Headers {
                     epoch: Some("7"),
+                    term: Some("3"),
                     symbols_from: Some("0"),
                     symbols: Some(&joined),
                     symbols_total: Some("2"),
@@ -250,7 +263,7 @@ mod tests {
                 &shifted[1..],
             )
             .unwrap();
-        assert_eq!(m.epoch, 7);
+        assert_eq!((m.epoch, m.term), (7, 3));
         assert_eq!(m.symbols, &names);
         assert_eq!(m.symbols_total, Some(2));
         assert_eq!(m.ts_out, 99);
@@ -263,12 +276,27 @@ mod tests {
         encode_ticks([tick(0, 1)].iter(), 1, &mut ok);
         let epoch = Headers {
             epoch: Some("1"),
+            term: Some("1"),
             ..Headers::default()
         };
         let mut bad_kind = ok.clone();
         bad_kind[HEADER_SIZE] = 9;
         let cases: Vec<(Headers<'_>, Vec<u8>)> = vec![
             (Headers::default(), ok.clone()),
+            (
+                Headers {
+                    term: None,
+                    ..epoch
+                },
+                ok.clone(),
+            ),
+            (
+                Headers {
+                    term: Some("-2"),
+                    ..epoch
+                },
+                ok.clone(),
+            ),
             (
                 Headers {
                     epoch: Some("x"),

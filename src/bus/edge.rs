@@ -10,8 +10,14 @@
 //! - maps the ingest's symbol ids to this node's by name, so an id a client holds
 //!   never changes meaning, even when a restarted ingest numbers its symbols
 //!   differently;
-//! - follows the ingest's epoch: a message from a new epoch (the ingest restarted
-//!   and its numbers start over) is dropped and asks for a resynchronisation;
+//! - follows the epoch (a numbering run) and the leader's term: a message from a
+//!   newer epoch (the ingests restarted and numbers start over) is dropped and asks
+//!   for a resynchronisation; a message from an older epoch, or from an older term of
+//!   the same epoch (a leader that lost its lease and has not noticed yet), is dropped
+//!   and counted (`stale`): the fence that keeps two leaders from being seen at once;
+//!   a newer term of the same epoch is a failover, whose sequences continue: the
+//!   edge forgets the old leader's symbol ids and learns the new leader's from its
+//!   first messages;
 //! - applies snapshots ([`Edge::apply_snapshot`]): the latest values go into the cache,
 //!   the symbols' numbers move up to them (or start over after a restart), and the
 //!   ring is marked ([`crate::ring::Publisher::mark_resync`]) so that the writer cores
@@ -20,6 +26,8 @@
 //! The `bus-edge` thread ([`spawn`]) runs the NATS client on a current-thread tokio
 //! runtime, feeds the state machine, fetches snapshots when it asks (at start, after a
 //! gap, after NATS came back, after an ingest restart), and wakes the writer cores.
+//! An ingest standby follows its leader with the same state machine, on its sequencer
+//! thread ([`super::ingest`]).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -52,6 +60,9 @@ pub enum SyncReason {
     Reconnect,
     /// A message came from a new ingest epoch.
     Restart,
+    /// This node led and stepped down: what it sequenced may never have been
+    /// published, so its numbers start over from the new leader's.
+    SteppedDown,
 }
 
 /// One page of a snapshot reply, decoded and owned.
@@ -59,6 +70,8 @@ pub enum SyncReason {
 pub struct SnapshotPage {
     /// The ingest's epoch.
     pub epoch: u64,
+    /// The answering leader's term.
+    pub term: u64,
     /// Id of `names[0]` at the ingest.
     pub from: u32,
     /// Names of the ingest's symbols `from..from + names.len()`.
@@ -84,6 +97,15 @@ pub enum SnapshotError {
     /// The pages do not fit together (another epoch midway, a page out of place).
     #[error("inconsistent snapshot: {0}")]
     Inconsistent(String),
+    /// The snapshot comes from an older epoch or term than the edge follows: a leader
+    /// that lost its lease answered.
+    #[error("stale snapshot: epoch {epoch} term {term} is older than the one followed")]
+    Stale {
+        /// The snapshot's epoch.
+        epoch: u64,
+        /// The snapshot's term.
+        term: u64,
+    },
 }
 
 /// The edge's state (see the module docs).
@@ -94,6 +116,11 @@ pub struct Edge {
     stats: Arc<Stats>,
     /// The ingest epoch followed; `None` before the first snapshot.
     epoch: Option<u64>,
+    /// The highest leader term seen in that epoch.
+    term: u64,
+    /// The next snapshot starts the numbers over whatever its epoch (set when this
+    /// node steps down from leading).
+    force_restart: bool,
     /// Ingest symbol id → this node's id ([`NO_SYMBOL`] when it could not be interned).
     remote: Vec<u32>,
     /// A snapshot is wanted, and why (the first reason since the last one applied).
@@ -111,6 +138,8 @@ impl Edge {
             symbols,
             stats,
             epoch: None,
+            term: 0,
+            force_restart: false,
             remote: Vec::new(),
             want: Some(SyncReason::Start),
             decoder: Decoder::new(),
@@ -127,11 +156,68 @@ impl Edge {
         self.epoch
     }
 
+    /// The highest leader term seen in the epoch followed.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The node's sequencer (an ingest leads through it).
+    pub fn sequencer_mut(&mut self) -> &mut Sequencer {
+        &mut self.seq
+    }
+
+    /// Whether the state is a faithful copy of what the leader published: synchronised,
+    /// no resynchronisation pending. An ingest standby that takes over in this state
+    /// continues the sequences; otherwise it starts a new epoch.
+    pub fn in_sync(&self) -> bool {
+        self.epoch.is_some() && self.want.is_none() && !self.force_restart
+    }
+
+    /// This node now publishes under `epoch` and `term` itself (an ingest that took
+    /// the lease): messages of older terms are stale from now on.
+    pub fn led(&mut self, epoch: u64, term: u64) {
+        self.epoch = Some(epoch);
+        self.term = term;
+        self.want = None;
+        self.force_restart = false;
+        let bus = &self.stats.bus;
+        bus.epoch.store(epoch, Relaxed);
+        bus.term.store(term, Relaxed);
+        bus.synced.store(1, Relaxed);
+        bus.resync_pending.store(0, Relaxed);
+    }
+
+    /// Forgets every symbol's values and sequence and marks the ring for a restart
+    /// (numbers start over: a node that starts a new epoch).
+    pub fn forget_all(&mut self) {
+        for id in 0..self.symbols.len() as u32 {
+            self.seq.forget(id);
+        }
+        self.seq.mark_resync(true);
+    }
+
+    /// This node stepped down from leading: follow the new leader from a snapshot that
+    /// replaces every number (see [`SyncReason::SteppedDown`]).
+    pub fn stepped_down(&mut self) {
+        self.force_restart = true;
+        self.want = None;
+        self.ask(SyncReason::SteppedDown);
+    }
+
+    /// Messages may have been lost before reaching the state machine (NATS reported a
+    /// slow consumer, or the hand-off queue was full): the sequence checks would find
+    /// such a gap only at the symbol's next tick, so resynchronise now.
+    pub fn on_lost(&mut self) {
+        if self.epoch.is_some() {
+            self.ask(SyncReason::Gap);
+        }
+    }
+
     fn ask(&mut self, reason: SyncReason) {
         if self.want.is_none() {
             self.want = Some(reason);
             self.stats.bus.resync_pending.store(1, Relaxed);
-            tracing::warn!(?reason, "bus: resynchronising from the ingest's snapshot");
+            tracing::warn!(?reason, "bus: resynchronising from the leader's snapshot");
         } else if reason == SyncReason::Restart {
             self.want = Some(reason);
         }
@@ -148,18 +234,32 @@ impl Edge {
     /// writer cores need waking when it is not 0). A malformed message is counted and
     /// skipped.
     pub fn on_batch(&mut self, headers: Headers<'_>, payload: &[u8], now_ns: u64) -> usize {
+        self.on_batch_with(headers, payload, now_ns, |_| {})
+    }
+
+    /// [`Edge::on_batch`], calling `published` with each tick that went into the ring
+    /// (with this node's symbol id).
+    pub fn on_batch_with(
+        &mut self,
+        headers: Headers<'_>,
+        payload: &[u8],
+        now_ns: u64,
+        mut published_tick: impl FnMut(&Tick),
+    ) -> usize {
         let bus = &self.stats.bus;
         bus.messages.fetch_add(1, Relaxed);
         bus.bytes.fetch_add(payload.len() as u64, Relaxed);
-        bus.last_message_ns.store(now_ns, Relaxed);
+        let previous_ns = bus.last_message_ns.swap(now_ns, Relaxed);
         let Edge {
             seq,
             symbols,
             stats,
             epoch,
+            term,
             remote,
             want,
             decoder,
+            ..
         } = self;
         let bus = &stats.bus;
         let m = match decoder.decode(headers, payload) {
@@ -177,7 +277,21 @@ impl Edge {
         match *epoch {
             // Not synchronised yet: the coming snapshot covers these ticks.
             None => return 0,
-            Some(e) if e != m.epoch => {
+            Some(e) if m.epoch < e || m.epoch == e && m.term < *term => {
+                let n = bus.stale.fetch_add(1, Relaxed) + 1;
+                if n <= 10 || n.is_power_of_two() {
+                    tracing::warn!(
+                        epoch = m.epoch,
+                        term = m.term,
+                        followed_epoch = e,
+                        followed_term = *term,
+                        count = n,
+                        "bus: message from a leader that lost its lease, dropped"
+                    );
+                }
+                return 0;
+            }
+            Some(e) if m.epoch > e => {
                 if *want != Some(SyncReason::Restart) {
                     tracing::warn!(
                         old = e,
@@ -190,6 +304,22 @@ impl Edge {
                 return 0;
             }
             Some(_) => {}
+        }
+        if m.term > *term {
+            // A failover: the sequences go on, the symbol ids are the new leader's,
+            // announced from 0 with its first messages.
+            tracing::info!(
+                old = *term,
+                new = m.term,
+                "bus: a new leader publishes; sequences continue"
+            );
+            *term = m.term;
+            remote.clear();
+            bus.term.store(m.term, Relaxed);
+            bus.handovers.fetch_add(1, Relaxed);
+            bus.last_handover_ns.store(now_ns, Relaxed);
+            bus.last_handover_gap_ns
+                .store(now_ns.saturating_sub(previous_ns), Relaxed);
         }
         let mut wanted = None;
         for (i, name) in m.symbols.iter().enumerate() {
@@ -215,15 +345,26 @@ impl Edge {
                 wanted = Some(SyncReason::Gap);
                 continue;
             }
+            // Only the snapshot flag travels: a leader that took over sends each
+            // symbol's first value flagged (see `super::ingest`).
+            let flags = if t.flags.contains(Flags::SNAPSHOT) {
+                Flags::SNAPSHOT
+            } else {
+                Flags::empty()
+            };
             let tick = Tick {
                 symbol_id: local,
-                flags: Flags::empty(),
+                flags,
                 ..*t
             };
             match seq.publish_sequenced(&tick) {
-                Continuity::Next => published += 1,
+                Continuity::Next => {
+                    published += 1;
+                    published_tick(&tick);
+                }
                 Continuity::Gap { missed } => {
                     published += 1;
+                    published_tick(&tick);
                     bus.gaps.fetch_add(1, Relaxed);
                     bus.gap_ticks.fetch_add(missed, Relaxed);
                     wanted = Some(SyncReason::Gap);
@@ -243,13 +384,28 @@ impl Edge {
     /// success the edge is synchronised and the writer cores are told to send the fresh
     /// values; on error nothing changed and the edge still wants a snapshot.
     pub fn apply_snapshot(&mut self, pages: &[SnapshotPage]) -> Result<(), SnapshotError> {
+        self.apply_snapshot_with(pages, |_| {})
+    }
+
+    /// [`Edge::apply_snapshot`], calling `restored` with each value taken (with this
+    /// node's symbol id).
+    pub fn apply_snapshot_with(
+        &mut self,
+        pages: &[SnapshotPage],
+        mut restored: impl FnMut(&Tick),
+    ) -> Result<(), SnapshotError> {
         let Some(first) = pages.first() else {
             return Err(SnapshotError::Inconsistent("no page".into()));
         };
-        let epoch = first.epoch;
+        let (epoch, term) = (first.epoch, first.term);
+        if let Some(e) = self.epoch {
+            if !self.force_restart && (epoch < e || epoch == e && term < self.term) {
+                return Err(SnapshotError::Stale { epoch, term });
+            }
+        }
         let mut next = 0u32;
         for p in pages {
-            if p.epoch != epoch {
+            if p.epoch != epoch || p.term != term {
                 return Err(SnapshotError::Inconsistent(
                     "the ingest restarted during the snapshot".into(),
                 ));
@@ -262,7 +418,7 @@ impl Edge {
             }
             next = p.from + p.names.len() as u32;
         }
-        let restart = self.epoch != Some(epoch);
+        let restart = self.epoch != Some(epoch) || self.force_restart;
         // Ids map by name: rebuilt from the snapshot, they are right whatever happened.
         self.remote.clear();
         for p in pages {
@@ -285,11 +441,13 @@ impl Edge {
                 if local == NO_SYMBOL {
                     continue;
                 }
-                self.seq.restore(&Tick {
+                let tick = Tick {
                     symbol_id: local,
                     flags: Flags::empty(),
                     ..*t
-                });
+                };
+                self.seq.restore(&tick);
+                restored(&tick);
             }
         }
         self.seq.mark_resync(restart);
@@ -298,8 +456,11 @@ impl Edge {
             bus.restarts.fetch_add(1, Relaxed);
         }
         self.epoch = Some(epoch);
+        self.term = term;
+        self.force_restart = false;
         self.want = None;
         bus.epoch.store(epoch, Relaxed);
+        bus.term.store(term, Relaxed);
         bus.resyncs.fetch_add(1, Relaxed);
         bus.synced.store(1, Relaxed);
         bus.resync_pending.store(0, Relaxed);
@@ -327,7 +488,8 @@ pub fn spawn(ctx: EdgeContext) -> std::io::Result<std::thread::JoinHandle<()>> {
     super::spawn_runtime_thread("bus-edge", move || run(ctx))
 }
 
-fn headers(msg: &async_nats::Message) -> Headers<'_> {
+/// The tickcast headers of a NATS message.
+pub(crate) fn headers(msg: &async_nats::Message) -> Headers<'_> {
     let get = |name: &str| {
         msg.headers
             .as_ref()
@@ -336,6 +498,7 @@ fn headers(msg: &async_nats::Message) -> Headers<'_> {
     };
     Headers {
         epoch: get(codec::EPOCH),
+        term: get(codec::TERM),
         symbols_from: get(codec::SYMBOLS_FROM),
         symbols: get(codec::SYMBOLS),
         symbols_total: get(codec::SYMBOLS_TOTAL),
@@ -411,8 +574,9 @@ async fn run(mut ctx: EdgeContext) {
                     tracing::warn!("bus: NATS connection lost; clients keep the last values until it is back");
                 }
                 Some(async_nats::Event::SlowConsumer(_)) => {
-                    // NATS dropped messages for us: the sequence checks find the gaps.
+                    ctx.stats.bus.lost.fetch_add(1, Relaxed);
                     tracing::warn!("bus: NATS dropped messages (slow consumer)");
+                    ctx.edge.on_lost();
                 }
                 Some(_) => {}
                 None => break,
@@ -422,8 +586,8 @@ async fn run(mut ctx: EdgeContext) {
     }
 }
 
-/// Asks the ingest for every page of a snapshot.
-async fn fetch_snapshot(
+/// Asks the leader for every page of a snapshot.
+pub(crate) async fn fetch_snapshot(
     client: &async_nats::Client,
     bus: &super::BusConfig,
     decoder: &mut Decoder,
@@ -446,6 +610,7 @@ async fn fetch_snapshot(
         let m = decoder.decode(headers(&reply), &reply.payload)?;
         let page = SnapshotPage {
             epoch: m.epoch,
+            term: m.term,
             from: if m.symbols.is_empty() {
                 from
             } else {
@@ -524,6 +689,7 @@ mod tests {
     fn page(epoch: u64, list: &[&str], ticks: Vec<Tick>) -> SnapshotPage {
         SnapshotPage {
             epoch,
+            term: 1,
             from: 0,
             names: names(list),
             total: list.len() as u32,
@@ -531,15 +697,28 @@ mod tests {
         }
     }
 
-    /// A batch message as the ingest sends it.
+    /// A batch message as the ingest sends it (term 1).
     fn batch(edge: &mut Edge, epoch: u64, announce: Option<(u32, &str)>, ticks: &[Tick]) -> usize {
+        batch_term(edge, epoch, 1, announce, ticks)
+    }
+
+    /// A batch message of the leader of `term`.
+    fn batch_term(
+        edge: &mut Edge,
+        epoch: u64,
+        term: u64,
+        announce: Option<(u32, &str)>,
+        ticks: &[Tick],
+    ) -> usize {
         let mut payload = Vec::new();
         codec::encode_ticks(ticks.iter(), 0, &mut payload);
         let e = epoch.to_string();
+        let t = term.to_string();
         let from = announce.map(|a| a.0.to_string());
         edge.on_batch(
             Headers {
                 epoch: Some(&e),
+                term: Some(&t),
                 symbols_from: from.as_deref(),
                 symbols: announce.map(|a| a.1),
                 symbols_total: None,
@@ -600,6 +779,7 @@ mod tests {
         let n = f.edge.on_batch(
             Headers {
                 epoch: Some(&e),
+                term: Some(&e),
                 ..Headers::default()
             },
             &[0u8; 40],
@@ -669,5 +849,98 @@ mod tests {
             (f.ring.resync_generation(), f.ring.restart_generation()),
             (2, 1)
         );
+    }
+
+    #[test]
+    fn a_new_term_continues_and_an_old_one_is_fenced() {
+        let mut f = fixture();
+        f.edge
+            .apply_snapshot(&[page(5, &["A", "B"], vec![tick(0, 10), tick(1, 3)])])
+            .unwrap();
+        assert_eq!(batch(&mut f.edge, 5, None, &[tick(0, 11)]), 1);
+        // Term 2 took over: its ids are its own (B is its 0), announced from 0, and
+        // its first value of A comes flagged snapshot (it stands for 4 updates).
+        let first = Tick {
+            flags: Flags::SNAPSHOT,
+            count: 4,
+            ..tick(1, 12)
+        };
+        let n = batch_term(&mut f.edge, 5, 2, Some((0, "B,A")), &[first, tick(0, 4)]);
+        assert_eq!(n, 2);
+        let got: Vec<_> = std::iter::from_fn(|| match f.reader.read() {
+            Read::Tick(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(
+            got.iter()
+                .map(|t| (t.symbol_id, t.seq, t.flags, t.count))
+                .collect::<Vec<_>>(),
+            [
+                (0, 11, Flags::empty(), 1),
+                (0, 12, Flags::SNAPSHOT, 4),
+                (1, 4, Flags::empty(), 1)
+            ],
+            "no reset: the numbers go on"
+        );
+        assert_eq!(f.edge.wants_sync(), None);
+        assert_eq!(f.edge.term(), 2);
+        assert_eq!(f.stats.bus.handovers.load(Relaxed), 1);
+        // The old leader wakes up and publishes A 12 again: dropped, counted.
+        assert_eq!(batch_term(&mut f.edge, 5, 1, None, &[tick(0, 12)]), 0);
+        assert_eq!(f.stats.bus.stale.load(Relaxed), 1);
+        assert!(drain(&mut f.reader).is_empty());
+        assert_eq!(f.edge.wants_sync(), None, "a stale message is no gap");
+        // So is its snapshot, or anything from an older epoch.
+        assert!(matches!(
+            f.edge.apply_snapshot(&[page(5, &["A"], vec![tick(0, 99)])]),
+            Err(SnapshotError::Stale { epoch: 5, term: 1 })
+        ));
+        assert_eq!(batch_term(&mut f.edge, 4, 9, None, &[tick(0, 13)]), 0);
+        assert_eq!(f.stats.bus.stale.load(Relaxed), 2);
+        assert_eq!(f.lvc.latest(0).seq(), 12);
+    }
+
+    #[test]
+    fn a_node_that_stepped_down_takes_the_new_numbers() {
+        let mut f = fixture();
+        f.edge
+            .apply_snapshot(&[page(5, &["A"], vec![tick(0, 10)])])
+            .unwrap();
+        // It led and sequenced A up to 30, of which the cluster saw up to 12.
+        f.edge.led(5, 2);
+        for s in 11..=30 {
+            f.edge.sequencer_mut().publish_sequenced(&tick(0, s));
+        }
+        assert!(f.edge.in_sync());
+        let restarts = f.ring.restart_generation();
+        f.edge.stepped_down();
+        assert!(!f.edge.in_sync());
+        assert_eq!(f.edge.wants_sync(), Some(SyncReason::SteppedDown));
+        let mut p = page(5, &["A"], vec![tick(0, 12)]);
+        p.term = 3;
+        f.edge.apply_snapshot(&[p]).unwrap();
+        assert_eq!(f.lvc.latest(0).seq(), 12, "its own 30 is forgotten");
+        assert_eq!(
+            f.ring.restart_generation(),
+            restarts + 1,
+            "the cores start over"
+        );
+        assert_eq!(
+            batch_term(&mut f.edge, 5, 3, Some((0, "A")), &[tick(0, 13)]),
+            1
+        );
+    }
+
+    #[test]
+    fn lost_messages_ask_for_a_snapshot() {
+        let mut f = fixture();
+        f.edge.on_lost();
+        assert_eq!(f.edge.wants_sync(), Some(SyncReason::Start));
+        f.edge.apply_snapshot(&[page(1, &["A"], vec![])]).unwrap();
+        assert!(f.edge.in_sync());
+        f.edge.on_lost();
+        assert_eq!(f.edge.wants_sync(), Some(SyncReason::Gap));
+        assert!(!f.edge.in_sync());
     }
 }

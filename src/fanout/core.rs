@@ -80,6 +80,9 @@ pub struct Settings {
     pub control_burst: u32,
     /// Symbols one connection may hold.
     pub max_subscriptions: usize,
+    /// How long a resume ahead of this node waits for it (`resume_wait_ms`; 0 on a
+    /// standalone node, which numbers its own ticks).
+    pub resume_wait_ns: u64,
 }
 
 impl Settings {
@@ -105,6 +108,10 @@ impl Settings {
             control_messages_per_sec: config.limits.control_messages_per_sec,
             control_burst: config.limits.control_burst,
             max_subscriptions: config.limits.max_subscriptions_per_connection,
+            resume_wait_ns: match config.role {
+                crate::bus::Role::Standalone => 0,
+                _ => config.resume_wait_ms * ms,
+            },
         }
     }
 }
@@ -275,6 +282,11 @@ pub struct Core {
     pub(super) rearm: bool,
     /// The ring's resynchronisation count already handled.
     pub(super) resync_seen: u64,
+    /// Resumes waiting for this node to reach the client's resume point
+    /// ([`super::resume`]).
+    pub(super) waiting: Vec<super::resume::Waiting>,
+    /// Earliest end of their waits (`u64::MAX`: none).
+    pub(super) next_resume_ns: u64,
     /// Outbox buffers handed back by drained connections, for reuse.
     pub(super) spare: Vec<Vec<u8>>,
     pub(super) counters: Counters,
@@ -316,6 +328,8 @@ impl Core {
             next_scan_ns: u64::MAX,
             armed_ns: u64::MAX,
             rearm: false,
+            waiting: Vec::new(),
+            next_resume_ns: u64::MAX,
             spare: Vec::new(),
             counters: Counters::default(),
             closed: Vec::new(),
@@ -931,6 +945,9 @@ impl Core {
             self.counters.ticks_in += n as u64;
             self.core_stats().ring_lag.store(self.reader.lag(), Relaxed);
             self.publish_counters();
+            if !self.waiting.is_empty() {
+                self.retry_resumes(now);
+            }
         }
         n
     }
@@ -1100,6 +1117,15 @@ impl Core {
         }
     }
 
+    pub(super) fn arm_resume(&mut self, at: u64) {
+        if at < self.next_resume_ns {
+            self.next_resume_ns = at;
+            if at < self.armed_ns {
+                self.rearm = true;
+            }
+        }
+    }
+
     pub(super) fn arm_release(&mut self, at: u64) {
         if at < self.next_release_ns {
             self.next_release_ns = at;
@@ -1116,7 +1142,11 @@ impl Core {
         } else {
             self.last_publish_ns + LATENCY_PUBLISH_NS
         };
-        let d = self.next_scan_ns.min(self.next_release_ns).min(publish);
+        let d = self
+            .next_scan_ns
+            .min(self.next_release_ns)
+            .min(self.next_resume_ns)
+            .min(publish);
         self.armed_ns = d;
         self.rearm = false;
         (d != u64::MAX).then_some(d)
@@ -1142,6 +1172,9 @@ impl Core {
         }
         if now >= self.next_release_ns {
             self.release_due(now);
+        }
+        if now >= self.next_resume_ns {
+            self.retry_resumes(now);
         }
         if now >= self.next_scan_ns {
             self.scan(now);

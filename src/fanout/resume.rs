@@ -4,9 +4,20 @@
 //! highest sequence it has read (`seen_seq`); it scans the ring backwards once for all
 //! resumed symbols. If every tick from `last_seq + 1` up to `seen_seq` is still there,
 //! they are replayed (flagged `replay`) and live ticks follow; otherwise the client gets
-//! the latest values flagged `snapshot`. A `last_seq` above anything the last-value
-//! cache holds comes from another run of the numbering (a restarted server or ingest):
-//! it gets a snapshot too, never a wait for the new numbers to catch up.
+//! the latest values flagged `snapshot`.
+//!
+//! A `last_seq` above anything the last-value cache holds means this node has not
+//! reached the client's resume point. On an edge (or an ingest standby), that is
+//! usually a few milliseconds of lag behind the node the client came from: the
+//! subscription *waits* ([`Waiting`]), for at most `resume_wait_ms`. Its `last_seq` is
+//! the client's, so the ticks it already has are skipped as they arrive and the next
+//! ones go out live: no gap, no duplicate, no snapshot. The core looks at the waiting
+//! resumes after each batch it reads from the ring; one whose point the core has read
+//! is done (`resumes_caught_up`); one still short of it when the wait ends gets the
+//! latest values flagged `snapshot` (`resumes_timed_out`): the client's numbers may
+//! come from another run of the numbering (every ingest restarted). A standalone
+//! node is the source of its numbers: it never waits, a `last_seq` above its own is
+//! from another run and gets a snapshot at once.
 //!
 //! Every subscription's `last_seq` is what makes the start meet the live stream with no
 //! gap and no duplicate: a tick at or below it is skipped. The same snapshot path
@@ -15,12 +26,26 @@
 
 use std::collections::HashMap;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::core::{ConnId, Core};
 use super::subscriptions::SubKey;
 use crate::lvc::{Latest, TradeSummary};
 use crate::symbol::Symbol;
 use crate::tick::{Flags, Tick};
 use crate::wire;
+
+/// A resume waiting for this node to reach the client's resume point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// The subscription.
+    pub sub: SubKey,
+    /// The client's last sequence.
+    pub from: u64,
+    /// When the wait ends (ns); the subscription's `resume_until_ns` holds the same,
+    /// which tells a reused key from the subscription that waits.
+    pub until_ns: u64,
+}
 
 impl Core {
     /// Starts each of `key`'s newly `added` subscriptions: replayed from `resume`'s
@@ -37,6 +62,7 @@ impl Core {
         now: u64,
     ) {
         let replays = self.replay_from_ring(resume);
+        let wait = self.settings.resume_wait_ns;
         let snapshots: Vec<(u32, Latest, TradeSummary)> = added
             .iter()
             .map(|&sym| {
@@ -60,6 +86,12 @@ impl Core {
             let Some(sk) = super::subscriptions::find(&self.conns[key].subs, sym) else {
                 continue;
             };
+            if let Some(&from) = resume.get(&sym) {
+                if wait > 0 && from > latest.seq() {
+                    self.wait_for(sk, from, now + wait);
+                    continue;
+                }
+            }
             match (resume.get(&sym), replays.get(&sym)) {
                 (Some(&from), Some(Some(ticks))) => {
                     // Everything after `from` up to what this core has read is still in
@@ -77,6 +109,64 @@ impl Core {
                 }
                 _ => self.snapshot_sub(sk, &latest, now),
             }
+        }
+    }
+
+    /// Makes subscription `sk` wait until `until_ns` for this node to read `from`.
+    fn wait_for(&mut self, sk: SubKey, from: u64, until_ns: u64) {
+        let Some(sub) = self.subs.get_mut(sk) else {
+            return;
+        };
+        // What the client has is skipped as it arrives; what follows goes out live.
+        sub.last_seq = from;
+        sub.resume_until_ns = until_ns;
+        self.waiting.push(Waiting {
+            sub: sk,
+            from,
+            until_ns,
+        });
+        self.arm_resume(until_ns);
+        self.core_stats().resumes_waited.fetch_add(1, Relaxed);
+    }
+
+    /// Looks at the waiting resumes (after a batch from the ring, and when a wait
+    /// ends): those whose point this core has read are done; those whose wait is over
+    /// get a snapshot.
+    pub(super) fn retry_resumes(&mut self, now: u64) {
+        let mut next = u64::MAX;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let w = self.waiting[i];
+            let Some(sub) = self
+                .subs
+                .get_mut(w.sub)
+                .filter(|s| s.resume_until_ns == w.until_ns)
+            else {
+                // Unsubscribed, closed, or brought up to date by a restart.
+                self.waiting.swap_remove(i);
+                continue;
+            };
+            let seen = self.seen_seq.get(sub.symbol as usize).copied().unwrap_or(0);
+            if seen >= w.from {
+                sub.resume_until_ns = 0;
+                self.waiting.swap_remove(i);
+                self.core_stats().resumes_caught_up.fetch_add(1, Relaxed);
+            } else if now >= w.until_ns {
+                // Still short of the client's point: its numbers may be another run's.
+                sub.resume_until_ns = 0;
+                sub.last_seq = 0;
+                self.waiting.swap_remove(i);
+                let latest = self.lvc.latest(sub.symbol);
+                self.core_stats().resumes_timed_out.fetch_add(1, Relaxed);
+                self.snapshot_sub(w.sub, &latest, now);
+            } else {
+                next = next.min(w.until_ns);
+                i += 1;
+            }
+        }
+        self.next_resume_ns = u64::MAX;
+        if next != u64::MAX {
+            self.arm_resume(next);
         }
     }
 
@@ -130,7 +220,11 @@ impl Core {
                 sub.last_seq = 0;
                 sub.pending = false;
                 sub.merged = None;
+                sub.resume_until_ns = 0;
             }
+            // The snapshot below answers the waiting resumes too.
+            self.waiting.clear();
+            self.next_resume_ns = u64::MAX;
         }
         self.reader.resync();
         self.snapshot_subscribers(now);

@@ -30,6 +30,9 @@ pub struct Sub {
     /// What was merged while the connection conflated or the rate held updates back;
     /// allocated on first use.
     pub merged: Option<Box<Conflator>>,
+    /// While its resume waits for this node to reach the client's resume point: when
+    /// the wait ends, ns (0: not waiting).
+    pub resume_until_ns: u64,
 }
 
 impl Sub {
@@ -117,6 +120,7 @@ impl Subscriptions {
             rate: RateGate::new(max_rate),
             pending: false,
             merged: None,
+            resume_until_ns: 0,
         }) as SubKey;
         self.by_symbol[symbol as usize].push(key);
         list.insert(at, (symbol, key));

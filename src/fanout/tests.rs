@@ -708,6 +708,103 @@ fn resume_replays_from_the_ring_or_falls_back_to_a_snapshot() {
     );
 }
 
+/// The resume counters of core 0: waited, caught up, timed out.
+fn resume_counters(sim: &Sim) -> (u64, u64, u64) {
+    let c = &sim.stats.cores[0];
+    (
+        c.resumes_waited.load(std::sync::atomic::Ordering::Relaxed),
+        c.resumes_caught_up
+            .load(std::sync::atomic::Ordering::Relaxed),
+        c.resumes_timed_out
+            .load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// A client comes from an edge that is ahead of this one (edges follow the leader a
+/// few milliseconds apart): its resume waits for this edge to read its point, then
+/// goes on live, with no snapshot and no gap.
+#[test]
+fn a_resume_ahead_of_a_lagging_edge_waits_then_goes_on() {
+    let mut sim = Sim::new(|c| {
+        c.role = crate::bus::Role::Edge;
+        c.resume_wait_ms = 500;
+    });
+    let here = sim.publish(0, trade(1, 1)).seq;
+    sim.pump();
+    // The other edge had already sent the client two more.
+    let from = here + 2;
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"], "resume": {"S0": from}}));
+    let got = sim.got(k);
+    assert_eq!(Sim::json_of(&got, "subscribed").len(), 1);
+    assert!(Sim::ticks(&got).is_empty(), "no snapshot: it waits");
+    assert_eq!(resume_counters(&sim), (1, 0, 0));
+    // 100 ms later this edge receives them, and more.
+    sim.run_until(sim.now + 100 * MS);
+    assert!(sim.got(k).is_empty());
+    let more: Vec<u64> = (0..4).map(|i| sim.publish(0, trade(i, 1)).seq).collect();
+    sim.pump();
+    let ticks = Sim::ticks(&sim.got(k));
+    assert_eq!(
+        ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        more[2..],
+        "what the client had is skipped, the rest follows"
+    );
+    assert!(ticks.iter().all(|t| t.flags == Flags::empty()));
+    assert_eq!(resume_counters(&sim), (1, 1, 0));
+    // The end of the wait does nothing more.
+    sim.run_until(sim.now + SEC);
+    assert!(sim.got(k).is_empty());
+}
+
+/// A resume this edge does not reach within `resume_wait_ms` (the client's numbers
+/// come from another run) gets the latest values flagged snapshot at the bound, then
+/// live ticks; one that unsubscribes meanwhile gets nothing.
+#[test]
+fn a_resume_the_edge_never_reaches_gets_a_snapshot_at_the_bound() {
+    let mut sim = Sim::new(|c| {
+        c.role = crate::bus::Role::Edge;
+        c.resume_wait_ms = 500;
+    });
+    let k = sim.connect(Mode::Subscriber);
+    let gone = sim.connect(Mode::Subscriber);
+    let start = sim.now;
+    sim.subscribe(k, json!({"symbols": ["S0"], "resume": {"S0": 1_000_000}}));
+    sim.subscribe(
+        gone,
+        json!({"symbols": ["S1"], "resume": {"S1": 1_000_000}}),
+    );
+    sim.send(gone, json!({"op": "unsubscribe", "symbols": ["S1"]}));
+    sim.got(gone);
+    // Ticks arrive, all below the client's point: nothing goes out yet.
+    sim.publish(0, trade(7, 1));
+    let latest = sim.publish(0, trade(8, 1));
+    sim.pump();
+    sim.run_until(start + 499 * MS);
+    assert!(Sim::ticks(&sim.got(k)).is_empty());
+    sim.run_until(start + 500 * MS);
+    let snap = Sim::ticks(&sim.got(k));
+    assert_eq!(snap.last().map(|t| t.seq), Some(latest.seq));
+    assert!(snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    assert_eq!(resume_counters(&sim), (2, 0, 1));
+    assert!(sim.got(gone).is_empty(), "the unsubscribed one got nothing");
+    let next = sim.publish(0, trade(9, 1));
+    sim.pump();
+    assert_eq!(Sim::ticks(&sim.got(k)), vec![next], "then live");
+}
+
+/// A standalone node numbers its own ticks: a resume above them is from another run
+/// and gets its snapshot at once.
+#[test]
+fn a_standalone_node_never_waits() {
+    let mut sim = Sim::new(|c| c.resume_wait_ms = 500);
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"], "resume": {"S0": 1_000_000}}));
+    let snap = Sim::ticks(&sim.got(k));
+    assert!(!snap.is_empty() && snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    assert_eq!(resume_counters(&sim), (0, 0, 0));
+}
+
 /// A client that floods pings and never reads: its pongs are coalesced, its control
 /// output stays under the bound, its input stops being read, and it is evicted at the
 /// stall timeout; the other subscriber never notices.
