@@ -62,7 +62,7 @@ pub struct Config {
     /// Outbound queue per connection above which it conflates, in bytes.
     /// Default: 1,048,576.
     pub high_water_bytes: usize,
-    /// Outbound queue below which a conflating connection streams again, in bytes.
+    /// Outbound queue at or below which a conflating connection streams again, in bytes.
     /// Default: 262,144.
     pub low_water_bytes: usize,
     /// Oldest unsent byte's age above which a connection conflates, in ms; 0 turns the
@@ -74,6 +74,11 @@ pub struct Config {
     /// Token a publisher must present to use `/publish` (as `?token=` or
     /// `Authorization: Bearer`); `None` disables the endpoint. Default: `None`.
     pub publish_token: Option<String>,
+    /// Path of a WebSocket route that sends every text and binary message back, for
+    /// conformance testing (`/echo`, say); `None` (the default) serves no such route.
+    /// It is served by the same connection code as `/ws`: same admission, origin and
+    /// auth checks, same limits. Default: `None`.
+    pub echo_path: Option<String>,
     /// What this node does: `standalone` (feeds, sequencer and clients on one node),
     /// `ingest` (the same, and it publishes every sequenced batch to NATS) or `edge`
     /// (no feeds: its ticks come from the ingest through NATS). Default: `standalone`.
@@ -182,6 +187,7 @@ impl Default for Config {
             max_queue_age_ms: 1_000,
             stall_timeout_ms: 10_000,
             publish_token: None,
+            echo_path: None,
             role: crate::bus::Role::Standalone,
             nats_url: "nats://127.0.0.1:4222".into(),
             bus: crate::bus::BusConfig::default(),
@@ -238,6 +244,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "publish_token must not be empty (leave it out to disable /publish)".into(),
             ));
+        }
+        if let Some(path) = &self.echo_path {
+            if !path.starts_with('/') || crate::http::is_builtin_path(path) {
+                return Err(ConfigError::Invalid(format!(
+                    "echo_path {path:?} must start with '/' and not be a built-in route"
+                )));
+            }
         }
         if self.max_publish_message_bytes < 256 {
             return Err(ConfigError::Invalid(
@@ -304,6 +317,17 @@ mod tests {
         assert!(e.to_string().contains("listne"), "{e}");
         let e = Config::parse("low_water_bytes = 10\nhigh_water_bytes = 5").unwrap_err();
         assert!(e.to_string().contains("low_water_bytes"), "{e}");
+    }
+
+    #[test]
+    fn echo_path_is_off_by_default_and_checked() {
+        assert_eq!(Config::default().echo_path, None);
+        let c = Config::parse("echo_path = \"/echo\"").unwrap();
+        assert_eq!(c.echo_path.as_deref(), Some("/echo"));
+        for bad in ["echo", "/ws", "/healthz", "/publish", "/"] {
+            let e = Config::parse(&format!("echo_path = {bad:?}")).unwrap_err();
+            assert!(e.to_string().contains("echo_path"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -60,6 +60,10 @@ struct ServeArgs {
     /// [default: nats://127.0.0.1:4222].
     #[arg(long = "nats")]
     nats_url: Option<String>,
+    /// Serve a WebSocket echo route at this path, for conformance testing (`/echo`)
+    /// [default: none].
+    #[arg(long, value_name = "PATH")]
+    echo_path: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +110,9 @@ fn build_config(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(url) = args.nats_url {
         config.nats_url = url;
+    }
+    if let Some(path) = args.echo_path {
+        config.echo_path = Some(path);
     }
     if !args.feeds.is_empty() {
         config.feeds = args.feeds;
