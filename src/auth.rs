@@ -3,7 +3,8 @@
 //! Off unless `[auth]` is configured. When on, a client presents an HMAC-SHA256 signed
 //! JWT at the WebSocket upgrade, in `Authorization: Bearer <token>` or, for browsers
 //! (which cannot set headers on a WebSocket), in `?token=<token>`. A missing, malformed,
-//! expired or badly signed token gets HTTP 401 before any upgrade. The token's claims
+//! expired, not yet valid (`nbf`) or badly signed token gets HTTP 401 before any
+//! upgrade; `exp` and `nbf` are both checked with the configured leeway. The token's claims
 //! say which symbols the client may subscribe to and may lower its subscription limit:
 //!
 //! ```json
@@ -25,7 +26,7 @@ pub struct AuthConfig {
     /// Accept the token in the `token` query parameter too. Default: true.
     #[serde(default = "yes")]
     pub allow_query_token: bool,
-    /// Clock skew tolerated on `exp`, in seconds. Default: 30.
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds. Default: 30.
     #[serde(default = "thirty")]
     pub leeway_secs: u64,
 }
@@ -46,6 +47,10 @@ pub struct Claims {
     pub sub: Option<String>,
     /// Expiry, seconds since the Unix epoch. Required.
     pub exp: u64,
+    /// Not before, seconds since the Unix epoch: a token presented earlier (by more
+    /// than the leeway) is refused. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Symbol patterns the client may subscribe to.
     #[serde(default)]
     pub symbols: Vec<String>,
@@ -86,6 +91,9 @@ pub enum AuthError {
     /// Past its `exp`.
     #[error("token expired")]
     Expired,
+    /// Before its `nbf`.
+    #[error("token not valid yet")]
+    NotYetValid,
     /// Signed with another key or algorithm.
     #[error("invalid token signature")]
     BadSignature,
@@ -112,6 +120,7 @@ pub fn authenticate(
     let token = from_header.or(from_query).ok_or(AuthError::Missing)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = cfg.leeway_secs;
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp"]);
     let data = decode::<Claims>(
         token,
@@ -120,6 +129,7 @@ pub fn authenticate(
     )
     .map_err(|e| match e.kind() {
         ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
         _ => AuthError::Malformed,
     })?;
@@ -147,6 +157,7 @@ mod tests {
         let claims = Claims {
             sub: Some("t".into()),
             exp,
+            nbf: None,
             symbols: symbols.iter().map(|s| s.to_string()).collect(),
             max_subscriptions: Some(3),
         };
@@ -201,5 +212,45 @@ mod tests {
             authenticate(&cfg(), Some(bearer(&forged).as_bytes()), None),
             Err(AuthError::BadSignature)
         );
+    }
+
+    fn now_secs() -> u64 {
+        crate::clock::now_ns() / 1_000_000_000
+    }
+
+    fn token_nbf(nbf: u64) -> String {
+        let claims = Claims {
+            sub: None,
+            exp: now_secs() + 3_600,
+            nbf: Some(nbf),
+            symbols: vec!["*".into()],
+            max_subscriptions: None,
+        };
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_refused_past_the_leeway() {
+        let with_leeway = AuthConfig {
+            leeway_secs: 60,
+            ..cfg()
+        };
+        let check = |cfg: &AuthConfig, nbf: u64| {
+            let t = token_nbf(nbf);
+            authenticate(cfg, Some(format!("Bearer {t}").as_bytes()), None).map(|_| ())
+        };
+        let now = now_secs();
+        // Already valid, or valid within the leeway: accepted.
+        assert_eq!(check(&cfg(), now - 10), Ok(()));
+        assert_eq!(check(&with_leeway, now + 30), Ok(()));
+        // Later than the leeway allows: refused, like an expired token.
+        assert_eq!(check(&cfg(), now + 30), Err(AuthError::NotYetValid));
+        assert_eq!(check(&with_leeway, now + 600), Err(AuthError::NotYetValid));
+        assert_eq!(AuthError::NotYetValid.to_string(), "token not valid yet");
     }
 }

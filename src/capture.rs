@@ -843,6 +843,13 @@ mod tests {
         let mut huge = good.clone();
         huge[first..first + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(entry_error(&huge).contains("over the limit"));
+        // The limit is inclusive: an entry of exactly 16 MiB is read (this one is cut
+        // short), one byte more is refused.
+        let mut limit = good[..first + ENTRY_HEADER_SIZE].to_vec();
+        limit[first..first + 4].copy_from_slice(&(MAX_ENTRY_BYTES as u32).to_le_bytes());
+        assert!(entry_error(&limit).contains("file ends"));
+        limit[first..first + 4].copy_from_slice(&(MAX_ENTRY_BYTES as u32 + 1).to_le_bytes());
+        assert!(entry_error(&limit).contains("over the limit"));
         let mut kind = good.clone();
         kind[first + 4] = 9;
         assert!(entry_error(&kind).contains("unknown entry kind 9"));

@@ -538,7 +538,7 @@ impl Client {
             .await
             .map_err(|_| ClientError::ConnectTimeout)??;
         let (mut read, write) = ws.split(tokio::io::split);
-        read.set_max_message_size(self.options.max_message_bytes.max(1));
+        read.set_max_message_size(wsclient::inclusive_limit(self.options.max_message_bytes));
         let writer: Writer = Arc::new(Mutex::new(write));
         let (tx, rx) = mpsc::channel(self.options.queue_messages.max(1));
         let reader = tokio::spawn(read_loop(

@@ -123,7 +123,7 @@ pub struct Config {
     /// Outbound queue per connection above which it conflates, in bytes.
     /// Default: 1,048,576.
     pub high_water_bytes: usize,
-    /// Outbound queue below which a conflating connection streams again, in bytes.
+    /// Outbound queue at or below which a conflating connection streams again, in bytes.
     /// Default: 262,144.
     pub low_water_bytes: usize,
     /// Oldest unsent byte's age above which a connection conflates, in ms; 0 turns the
@@ -143,6 +143,11 @@ pub struct Config {
     /// Token a publisher must present to use `/publish` (as `?token=` or
     /// `Authorization: Bearer`); `None` disables the endpoint. Default: `None`.
     pub publish_token: Option<String>,
+    /// Path of a WebSocket route that sends every text and binary message back, for
+    /// conformance testing (`/echo`, say); `None` (the default) serves no such route.
+    /// It is served by the same connection code as `/ws`: same admission, origin and
+    /// auth checks, same limits. Default: `None`.
+    pub echo_path: Option<String>,
     /// What this node does: `standalone` (feeds, sequencer and clients on one node),
     /// `ingest` (the same, and it publishes every sequenced batch to NATS) or `edge`
     /// (no feeds: its ticks come from the ingest through NATS). Default: `standalone`.
@@ -259,6 +264,7 @@ impl Default for Config {
             stall_timeout_ms: 10_000,
             resume_wait_ms: 500,
             publish_token: None,
+            echo_path: None,
             role: crate::bus::Role::Standalone,
             nats_url: "nats://127.0.0.1:4222".into(),
             bus: crate::bus::BusConfig::default(),
@@ -408,6 +414,13 @@ impl Config {
                 "low_water_bytes ({}) must be below high_water_bytes ({})",
                 self.low_water_bytes, self.high_water_bytes
             )));
+        }
+        if let Some(path) = &self.echo_path {
+            if !path.starts_with('/') || crate::http::is_builtin_path(path) {
+                return Err(invalid(format!(
+                    "echo_path {path:?} must start with '/' and not be a built-in route"
+                )));
+            }
         }
         if self.publish_token.as_deref() == Some("") {
             return Err(invalid(
@@ -583,6 +596,17 @@ mod tests {
         assert!(e.to_string().contains("edge"), "{e}");
         let e = Config::parse("[record]\ndir = \"x\"\nrotate = 1\n").unwrap_err();
         assert!(e.to_string().contains("rotate"), "{e}");
+    }
+
+    #[test]
+    fn echo_path_is_off_by_default_and_checked() {
+        assert_eq!(Config::default().echo_path, None);
+        let c = Config::parse("echo_path = \"/echo\"").unwrap();
+        assert_eq!(c.echo_path.as_deref(), Some("/echo"));
+        for bad in ["echo", "/ws", "/healthz", "/publish", "/"] {
+            let e = Config::parse(&format!("echo_path = {bad:?}")).unwrap_err();
+            assert!(e.to_string().contains("echo_path"), "{bad}: {e}");
+        }
     }
 
     #[test]

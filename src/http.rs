@@ -1,5 +1,10 @@
 //! The one HTTP port: `/ws` (WebSocket upgrade), `/publish`, `/healthz` (liveness),
-//! `/readyz` (readiness), `/symbols`, `/stats`, `/metrics` and the dashboard.
+//! `/readyz` (readiness), `/symbols`, `/stats`, `/metrics`, the dashboard, and the
+//! echo route when `echo_path` is set.
+//!
+//! Every route is a GET; HEAD gets the same answer without its body (hyper leaves a
+//! HEAD response's body out and keeps its `Content-Length`), and any other method on
+//! a route gets `405` with `Allow: GET, HEAD`.
 //!
 //! Each writer core runs [`accept_loop`] on its own listener (with the TLS handshake
 //! when `[tls]` is set) and serves HTTP/1.1 with hyper; an upgraded WebSocket stays on
@@ -103,8 +108,15 @@ fn route(
     peer: SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer),
+    let method = if req.method() == Method::HEAD {
+        Method::GET
+    } else {
+        req.method().clone()
+    };
+    let echo = shared.config.echo_path.as_deref() == Some(path.as_str());
+    match (&method, path.as_str()) {
+        (&Method::GET, "/ws") => upgrade(&mut req, core, &shared, peer, Mode::Subscriber),
+        (&Method::GET, _) if echo => upgrade(&mut req, core, &shared, peer, Mode::Echo),
         (&Method::GET, "/publish") => publish_upgrade(&mut req, shared, peer),
         (&Method::GET, "/healthz") => {
             let (status, body) = shared.stats.bus.healthz(shared.symbols.len());
@@ -137,19 +149,43 @@ fn route(
             r
         }
         (&Method::GET, p) if crate::dashboard::serves(p) => crate::dashboard::response(p),
-        (_, "/ws" | "/healthz" | "/readyz" | "/symbols" | "/stats" | "/metrics") => text_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed: use GET\n",
-        ),
+        (_, p) if echo || is_builtin_path(p) => {
+            let mut r = text_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use GET\n",
+            );
+            r.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
+/// The API's own paths; the dashboard's are [`crate::dashboard::serves`].
+const ROUTES: &[&str] = &[
+    "/ws", "/publish", "/healthz", "/readyz", "/symbols", "/stats", "/metrics",
+];
+
+/// Whether `path` is one of the server's own routes (the API's or the dashboard's), so
+/// that `echo_path` cannot shadow it.
+pub fn is_builtin_path(path: &str) -> bool {
+    ROUTES.contains(&path) || crate::dashboard::serves(path)
+}
+
+/// Whether `req` may be upgraded: a GET (not a HEAD) asking for a WebSocket.
+fn wants_websocket(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET && fastwebsockets::upgrade::is_upgrade_request(req)
+}
+
+/// Upgrades `/ws` (or the echo route, `mode`) after the origin, auth and admission
+/// checks, and hands the socket to this core.
 fn upgrade(
     req: &mut Request<Incoming>,
     core: Handle,
     shared: &App,
     peer: SocketAddr,
+    mode: Mode,
 ) -> Response<Body> {
     let rejected = &shared.stats.rejected;
     let allowed = &shared.config.limits.allowed_origins;
@@ -182,11 +218,8 @@ fn upgrade(
     };
     // After the token check, so that a page can test a token with a plain GET (which
     // answers 426 when the token is good): a browser's failed WebSocket says nothing.
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return text_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
-        );
+    if !wants_websocket(req) {
+        return upgrade_required();
     }
     let permit = match shared.admission.admit(peer.ip()) {
         Ok(p) => p,
@@ -241,14 +274,7 @@ fn upgrade(
                 }
             }
         };
-        core.adopt(
-            transport,
-            read_buf,
-            peer,
-            permit,
-            entitlements,
-            Mode::Subscriber,
-        );
+        core.adopt(transport, read_buf, peer, permit, entitlements, mode);
     });
     response.map(|_| Full::new(Bytes::new()))
 }
@@ -284,11 +310,8 @@ fn publish_upgrade(
             return r;
         }
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return text_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
-        );
+    if !wants_websocket(req) {
+        return upgrade_required();
     }
     let Some(tx) = shared.publish.sender() else {
         return text_response(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
@@ -309,6 +332,19 @@ fn publish_upgrade(
         }
     });
     response.map(|_| Full::new(Bytes::new()))
+}
+
+/// `426`, with the `Upgrade` header RFC 9110 §15.5.22 asks of it.
+fn upgrade_required() -> Response<Body> {
+    let mut r = text_response(
+        StatusCode::UPGRADE_REQUIRED,
+        "this endpoint speaks WebSocket: send an Upgrade: websocket request\n",
+    );
+    r.headers_mut().insert(
+        hyper::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    r
 }
 
 /// A JSON response.

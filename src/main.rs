@@ -87,6 +87,10 @@ struct ServeArgs {
     /// Log line format on stderr: `text` or `json` [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Serve a WebSocket echo route at this path, for conformance testing (`/echo`)
+    /// [default: none].
+    #[arg(long, value_name = "PATH")]
+    echo_path: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +176,9 @@ fn build_config(args: ServeArgs) -> anyhow::Result<Layered> {
     }
     if let Some(format) = args.log_format {
         config.log_format = format;
+    }
+    if let Some(path) = args.echo_path {
+        config.echo_path = Some(path);
     }
     if !args.feeds.is_empty() {
         config.feeds = args.feeds;

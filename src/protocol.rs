@@ -30,7 +30,8 @@ pub enum ClientMessage {
         /// Wire format for the connection; `None` keeps the current one (initially
         /// binary).
         format: Option<Format>,
-        /// Most updates per second per symbol; `Some(0.0)` or absent means unlimited.
+        /// Most updates per second per symbol; `Some(0.0)` or absent means unlimited;
+        /// otherwise at least [`MIN_MAX_RATE`].
         max_rate: Option<f64>,
         /// Last sequence seen per symbol name, for a client resuming after a reconnect.
         resume: Vec<(String, u64)>,
@@ -98,6 +99,11 @@ fn quoted(names: &[String]) -> String {
     }
 }
 
+/// The slowest `max_rate` a client may ask for, in updates per second (one update
+/// every 11.6 days). A positive rate below it is an error rather than a rate whose
+/// interval no clock can hold (`1e-20` would be 3·10¹² years); `0` means unlimited.
+pub const MIN_MAX_RATE: f64 = 1e-6;
+
 /// Parses one text message. Returns the client's `id` (if any) alongside the result,
 /// so that an error can still be correlated.
 pub fn parse(text: &[u8]) -> (Option<Value>, Result<ClientMessage, ProtocolError>) {
@@ -133,11 +139,13 @@ fn parse_object(obj: &Map<String, Value>) -> Result<ClientMessage, ProtocolError
             let max_rate = match obj.get("max_rate") {
                 None | Some(Value::Null) => None,
                 Some(v) => match v.as_f64() {
-                    Some(r) if r.is_finite() && r >= 0.0 => Some(r),
+                    Some(0.0) => Some(0.0),
+                    Some(r) if r.is_finite() && r >= MIN_MAX_RATE => Some(r),
                     _ => {
                         return Err(ProtocolError::InvalidField {
                             field: "max_rate",
-                            expected: "a number of updates per second, 0 for unlimited",
+                            expected: "a number of updates per second: 0 for unlimited, \
+                                       or at least 0.000001",
                         })
                     }
                 },
@@ -278,6 +286,17 @@ mod tests {
                 symbols: Selection::Names(vec!["A".into()])
             }
         );
+        // The slowest rate allowed, and 0 (also written -0) for unlimited.
+        for (text, want) in [("1e-6", 1e-6), ("0", 0.0), ("-0.0", 0.0), ("1e300", 1e300)] {
+            let msg = format!(r#"{{"op":"subscribe","symbols":["A"],"max_rate":{text}}}"#);
+            match parse(msg.as_bytes()).1 {
+                Ok(ClientMessage::Subscribe { max_rate, .. }) => {
+                    assert_eq!(max_rate, Some(want), "{text}");
+                    assert!(max_rate.unwrap().is_sign_positive());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
         match parse(br#"{"op":"subscribe","symbols":["A"],"resume":{"A":41}}"#).1 {
             Ok(ClientMessage::Subscribe { resume, .. }) => {
                 assert_eq!(resume, vec![("A".into(), 41)])
@@ -302,6 +321,18 @@ mod tests {
             ),
             (
                 r#"{"op":"subscribe","symbols":["A"],"max_rate":-1}"#,
+                "invalid \"max_rate\"",
+            ),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"max_rate":1e-20}"#,
+                "invalid \"max_rate\": a number of updates per second: 0 for unlimited, or at least 0.000001",
+            ),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"max_rate":5e-324}"#,
+                "invalid \"max_rate\"",
+            ),
+            (
+                r#"{"op":"subscribe","symbols":["A"],"max_rate":9.99e-7}"#,
                 "invalid \"max_rate\"",
             ),
             (
@@ -357,7 +388,7 @@ mod fuzz {
             );
             let (_, result) = parse(text.as_bytes());
             if let Ok(ClientMessage::Subscribe { max_rate: Some(r), .. }) = result {
-                prop_assert!(r.is_finite() && r >= 0.0);
+                prop_assert!(r == 0.0 || (r.is_finite() && r >= MIN_MAX_RATE));
             }
         }
     }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
-use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value};
 use thiserror::Error;
@@ -38,6 +38,7 @@ use crate::feed::{FeedStatus, FeedTick};
 use crate::fixed::{self, FixedError};
 use crate::symbol::{Symbol, SymbolError, SymbolTable};
 use crate::tick::{Body, Kind};
+use crate::wire::frame::FrameError;
 use crate::wire::CloseCode;
 use crate::wire::{HEADER_SIZE, RECORD_SIZE, VERSION};
 
@@ -467,6 +468,84 @@ fn ticks_from_binary(
     Ok(())
 }
 
+/// What a frame did to the message being gathered ([`Reassembly::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// The frame is a whole message: its payload is the message.
+    Whole,
+    /// The frame finished a fragmented message of this opcode: [`Reassembly::take`].
+    Done(OpCode),
+    /// A fragment; the message goes on.
+    More,
+}
+
+/// Gathers a `/publish` message from its frames, with the size limit on the whole
+/// message and inclusive, as `/ws`'s reader applies it (`wire::frame`):
+/// fastwebsockets' `FragmentCollector` puts no limit on a reassembled message, so
+/// endless fragments would grow without bound. Sans-IO.
+#[derive(Debug)]
+struct Reassembly {
+    /// Largest message, in bytes (inclusive).
+    limit: usize,
+    /// Opcode of the fragmented message in progress.
+    opcode: Option<OpCode>,
+    data: Vec<u8>,
+}
+
+impl Reassembly {
+    fn new(limit: usize) -> Reassembly {
+        Reassembly {
+            limit,
+            opcode: None,
+            data: Vec::new(),
+        }
+    }
+
+    /// Takes one text, binary or continuation frame.
+    fn push(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> Result<Piece, FrameError> {
+        let too_big = FrameError::TooBig { limit: self.limit };
+        match (opcode, self.opcode) {
+            (OpCode::Continuation, None) => Err(FrameError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(started)) => {
+                if self.data.len() + payload.len() > self.limit {
+                    return Err(too_big);
+                }
+                self.data.extend_from_slice(payload);
+                if !fin {
+                    return Ok(Piece::More);
+                }
+                self.opcode = None;
+                if started == OpCode::Text && std::str::from_utf8(&self.data).is_err() {
+                    return Err(FrameError::InvalidUtf8);
+                }
+                Ok(Piece::Done(started))
+            }
+            (_, Some(_)) => Err(FrameError::ExpectedContinuation),
+            (_, None) if payload.len() > self.limit => Err(too_big),
+            (_, None) if fin => Ok(Piece::Whole),
+            (_, None) => {
+                self.opcode = Some(opcode);
+                self.data.clear();
+                self.data.extend_from_slice(payload);
+                Ok(Piece::More)
+            }
+        }
+    }
+
+    /// The message a [`Piece::Done`] finished.
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+
+    /// Hands the buffer back for the next fragmented message (freed if it is large).
+    fn give_back(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= 64 * 1024 {
+            buf.clear();
+            self.data = buf;
+        }
+    }
+}
+
 /// Why the sequencer did not take a tick.
 enum Stop {
     Shutdown,
@@ -515,10 +594,12 @@ pub async fn run(
     let max = shared.config.max_publish_message_bytes;
     let stall = Duration::from_millis(shared.config.stall_timeout_ms.max(1));
     let mut ws = ws;
-    ws.set_max_message_size(max);
+    // fastwebsockets refuses a frame of `max_message_size` bytes or more; the limit
+    // is inclusive, and `Reassembly` applies it to the whole message.
+    ws.set_max_message_size(crate::wsclient::inclusive_limit(max));
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
-    let mut ws = FragmentCollector::new(ws);
+    let mut reassembly = Reassembly::new(max);
     let mut decoder = Decoder::new();
     let mut ticks = Vec::with_capacity(64);
     status
@@ -532,14 +613,25 @@ pub async fn run(
             f = ws.read_frame() => f,
         };
         let now = now_ns();
+        let mut decode = |opcode: OpCode, message: &[u8]| match opcode {
+            OpCode::Text => decoder.decode_text(message, now, &mut ticks),
+            _ => decoder.decode_binary(message, &shared.symbols, now, &mut ticks),
+        };
         let decoded = match frame {
             Ok(f) => match f.opcode {
-                OpCode::Text => decoder.decode_text(&f.payload, now, &mut ticks),
-                OpCode::Binary => {
-                    decoder.decode_binary(&f.payload, &shared.symbols, now, &mut ticks)
-                }
                 OpCode::Close => break None,
-                _ => continue,
+                OpCode::Ping | OpCode::Pong => continue,
+                opcode => match reassembly.push(f.fin, opcode, &f.payload) {
+                    Ok(Piece::Whole) => decode(opcode, &f.payload),
+                    Ok(Piece::Done(opcode)) => {
+                        let message = reassembly.take();
+                        let decoded = decode(opcode, &message);
+                        reassembly.give_back(message);
+                        decoded
+                    }
+                    Ok(Piece::More) => continue,
+                    Err(e) => break Some((e.close_code(), e.to_string())),
+                },
             },
             Err(WebSocketError::FrameTooLarge) => {
                 break Some((
@@ -623,6 +715,65 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limit is on the whole message and inclusive: a message of exactly the limit
+    /// passes, whole or in fragments; one byte more fails at the frame that passes it.
+    #[test]
+    fn reassembly_limit_is_inclusive_and_on_the_whole_message() {
+        let mut r = Reassembly::new(10);
+        assert_eq!(r.push(true, OpCode::Binary, &[0; 10]), Ok(Piece::Whole));
+        assert_eq!(
+            r.push(true, OpCode::Text, &[b'a'; 11]),
+            Err(FrameError::TooBig { limit: 10 })
+        );
+        let mut r = Reassembly::new(10);
+        assert_eq!(r.push(false, OpCode::Text, b"abcd"), Ok(Piece::More));
+        assert_eq!(r.push(false, OpCode::Continuation, b"efg"), Ok(Piece::More));
+        assert_eq!(
+            r.push(true, OpCode::Continuation, b"hij"),
+            Ok(Piece::Done(OpCode::Text))
+        );
+        assert_eq!(r.take(), b"abcdefghij");
+        let mut r = Reassembly::new(10);
+        assert_eq!(r.push(false, OpCode::Binary, &[0; 6]), Ok(Piece::More));
+        assert_eq!(
+            r.push(false, OpCode::Continuation, &[0; 5]),
+            Err(FrameError::TooBig { limit: 10 })
+        );
+        // Endless empty fragments hold nothing.
+        let mut r = Reassembly::new(10);
+        assert_eq!(r.push(false, OpCode::Binary, b""), Ok(Piece::More));
+        for _ in 0..1000 {
+            assert_eq!(r.push(false, OpCode::Continuation, b""), Ok(Piece::More));
+        }
+        assert_eq!(r.data.len(), 0);
+    }
+
+    #[test]
+    fn reassembly_order_and_utf8() {
+        let mut r = Reassembly::new(100);
+        assert_eq!(
+            r.push(true, OpCode::Continuation, b"x"),
+            Err(FrameError::UnexpectedContinuation)
+        );
+        assert_eq!(r.push(false, OpCode::Text, b"a"), Ok(Piece::More));
+        assert_eq!(
+            r.push(true, OpCode::Binary, b"b"),
+            Err(FrameError::ExpectedContinuation)
+        );
+        let mut r = Reassembly::new(100);
+        assert_eq!(r.push(false, OpCode::Text, &[0xe2, 0x82]), Ok(Piece::More));
+        assert_eq!(
+            r.push(true, OpCode::Continuation, &[0xac]),
+            Ok(Piece::Done(OpCode::Text))
+        );
+        assert_eq!(r.take(), "€".as_bytes());
+        assert_eq!(r.push(false, OpCode::Text, &[0xe2, 0x82]), Ok(Piece::More));
+        assert_eq!(
+            r.push(true, OpCode::Continuation, b"!"),
+            Err(FrameError::InvalidUtf8)
+        );
+    }
 
     #[test]
     fn authorize_by_query_or_bearer() {

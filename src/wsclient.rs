@@ -97,6 +97,13 @@ impl Target {
     }
 }
 
+/// The `set_max_message_size` that makes fastwebsockets accept a frame of up to `max`
+/// bytes. It refuses a frame of `max_message_size` bytes *or more*, and tickcast's
+/// limits are inclusive (a message of exactly the limit passes).
+pub const fn inclusive_limit(max: usize) -> usize {
+    max.saturating_add(1)
+}
+
 /// A TLS client trusting the webpki roots and, when given, the certificates of the
 /// PEM file `ca_file` (a private CA, or a test server's self-signed certificate).
 /// Offers ALPN `http/1.1`, as the WebSocket handshake needs.
@@ -194,6 +201,35 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With `inclusive_limit(n)`, fastwebsockets reads a frame of exactly `n` bytes and
+    /// refuses one of `n + 1`.
+    #[tokio::test]
+    async fn inclusive_limit_lets_a_frame_of_exactly_the_limit_through() {
+        use fastwebsockets::{Frame, OpCode, Payload, Role};
+        for (len, ok) in [(100usize, true), (101, false)] {
+            let (a, b) = tokio::io::duplex(4096);
+            let mut client = WebSocket::after_handshake(a, Role::Client);
+            let mut server = WebSocket::after_handshake(b, Role::Server);
+            server.set_max_message_size(inclusive_limit(100));
+            client
+                .write_frame(Frame::new(
+                    true,
+                    OpCode::Binary,
+                    None,
+                    Payload::Owned(vec![7; len]),
+                ))
+                .await
+                .unwrap();
+            match server.read_frame().await {
+                Ok(f) => assert!(ok && f.payload.len() == len, "{len}"),
+                Err(e) => assert!(
+                    !ok && matches!(e, WebSocketError::FrameTooLarge),
+                    "{len}: {e}"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn targets_from_urls() {

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use futures_util::SinkExt;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 use tickcast::auth::{AuthConfig, Claims};
@@ -11,9 +12,20 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 const SECRET: &str = "test-secret";
 
 fn token(secret: &str, exp: u64, symbols: &[&str], max_subscriptions: Option<usize>) -> String {
+    token_nbf(secret, exp, None, symbols, max_subscriptions)
+}
+
+fn token_nbf(
+    secret: &str,
+    exp: u64,
+    nbf: Option<u64>,
+    symbols: &[&str],
+    max_subscriptions: Option<usize>,
+) -> String {
     let claims = Claims {
         sub: Some("desk-7".into()),
         exp,
+        nbf,
         symbols: symbols.iter().map(|s| s.to_string()).collect(),
         max_subscriptions,
     };
@@ -73,13 +85,24 @@ async fn bad_tokens_get_401_and_entitlements_bound_subscriptions() {
         Some(401),
         "bad signature"
     );
+    let early = token_nbf(SECRET, in_an_hour(), Some(in_an_hour() - 60), &["*"], None);
+    assert_eq!(
+        status_of(&url, Some(&early)).await.err(),
+        Some(401),
+        "not valid yet (nbf in the future)"
+    );
+    let started = token_nbf(SECRET, in_an_hour(), Some(1_000), &["*"], None);
+    assert!(
+        status_of(&url, Some(&started)).await.is_ok(),
+        "nbf in the past"
+    );
     assert_eq!(
         server
             .stats()
             .rejected
             .auth
             .load(std::sync::atomic::Ordering::Relaxed),
-        4
+        5
     );
 
     // A good token in the header: its patterns bound what can be subscribed.
@@ -202,5 +225,50 @@ async fn rust_client_token_option_and_the_plain_get_check() {
         status, 426,
         "a good token: the request only lacks the upgrade"
     );
+    server.shutdown();
+}
+
+/// The echo route (`echo_path`) is served by the `/ws` code: it refuses a missing
+/// token, a browser origin outside the allowlist, and connections past the limit,
+/// exactly as `/ws` does, and echoes once admitted.
+#[tokio::test]
+async fn the_echo_route_has_the_checks_of_ws() {
+    let mut cfg = config(2, 100);
+    cfg.echo_path = Some("/echo".into());
+    cfg.auth = Some(AuthConfig {
+        jwt_secret: SECRET.into(),
+        allow_query_token: true,
+        leeway_secs: 0,
+    });
+    cfg.limits.allowed_origins = vec!["https://desk.example".into()];
+    cfg.limits.max_connections = 1;
+    let server = start_server(cfg);
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/echo");
+    let good = token(SECRET, in_an_hour(), &["*"], None);
+
+    assert_eq!(status_of(&url, None).await.err(), Some(401), "no token");
+    let mut req = format!("{url}?token={good}").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+        other => panic!("origin outside the allowlist: {other:?}"),
+    }
+
+    let mut ws = status_of(&url, Some(&good)).await.expect("admitted");
+    ws.send(tungstenite::Message::text("héllo")).await.unwrap();
+    assert_eq!(next(&mut ws).await, tungstenite::Message::text("héllo"));
+    ws.send(tungstenite::Message::binary(vec![0u8, 1, 2]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut ws).await,
+        tungstenite::Message::binary(vec![0u8, 1, 2])
+    );
+    // The one connection allowed is taken: the next gets 503, as on /ws.
+    assert_eq!(status_of(&url, Some(&good)).await.err(), Some(503), "full");
+    let ws_url = format!("ws://{addr}/ws");
+    assert_eq!(status_of(&ws_url, Some(&good)).await.err(), Some(503));
     server.shutdown();
 }

@@ -170,3 +170,80 @@ async fn garbage_bytes_and_abrupt_disconnects_do_not_hurt_the_server() {
     }
     server.shutdown();
 }
+
+/// One raw HTTP/1.1 request; returns the response's status, its head (header names
+/// lowercase) and its body.
+async fn http_raw(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, buf[end..].to_vec())
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// HEAD on every GET route answers as GET does, without the body (and never
+/// upgrades); every other method on a route is 405 with `Allow: GET, HEAD`; an unknown
+/// path is 404 whatever the method.
+#[tokio::test]
+async fn head_is_get_without_a_body_and_every_405_says_allow() {
+    let mut cfg = config(3, 100);
+    cfg.echo_path = Some("/echo".into());
+    cfg.publish_token = Some("t0ken".into());
+    let server = start_server(cfg);
+    let addr = server.local_addr();
+    let routes = [
+        "/healthz", "/symbols", "/stats", "/metrics", "/", "/ws", "/echo", "/publish",
+    ];
+    for path in routes {
+        let (get, get_head, get_body) = http_raw(addr, "GET", path).await;
+        let (head, head_head, head_body) = http_raw(addr, "HEAD", path).await;
+        assert_eq!(head, get, "HEAD {path}: the status of GET");
+        assert!(head_body.is_empty(), "HEAD {path}: no body");
+        assert_eq!(
+            content_length(&head_head),
+            content_length(&get_head),
+            "HEAD {path}: the length of GET's body"
+        );
+        if path != "/stats" && path != "/metrics" {
+            // (those two change between requests)
+            assert_eq!(content_length(&get_head), Some(get_body.len()), "{path}");
+        }
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let (status, head, _) = http_raw(addr, method, path).await;
+            assert_eq!(status, 405, "{method} {path}");
+            assert!(
+                head.contains("\r\nallow: get, head\r\n"),
+                "{method} {path}: {head}"
+            );
+        }
+    }
+    // /ws without an upgrade, by GET or HEAD, is 426 and says what to upgrade to.
+    let (status, head, _) = http_raw(addr, "HEAD", "/ws").await;
+    assert_eq!(status, 426);
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    for method in ["GET", "HEAD", "POST"] {
+        assert_eq!(http_raw(addr, method, "/nowhere").await.0, 404, "{method}");
+    }
+    server.shutdown();
+}

@@ -272,3 +272,50 @@ async fn oversize_message_closes_with_1009_and_the_server_keeps_serving() {
     assert_eq!(next_live(&mut sub).await["ts_event"].as_u64(), Some(9));
     server.shutdown();
 }
+
+/// `max_publish_message_bytes` is inclusive and counts every fragment, as on `/ws`: a
+/// message of exactly the limit is published, whole or in fragments; one byte more,
+/// whole or in fragments, closes with 1009.
+#[tokio::test]
+async fn the_publish_limit_is_inclusive_and_on_the_whole_message() {
+    use common::raw::{RawWs, MASK};
+    use tickcast::wire::frame::{client_frame, OP_CONTINUATION, OP_TEXT};
+    let server = start_server(publish_config());
+    let addr = server.local_addr();
+    let path = format!("/publish?token={TOKEN}");
+    // A tick padded with spaces to `len` bytes.
+    let padded = |ts: u64, len: usize| {
+        let mut t = trade("EXACT", ts, "1").to_string().into_bytes();
+        t.resize(len, b' ');
+        t
+    };
+    let mut publ = RawWs::connect(addr, &path).await;
+    publ.send(&client_frame(true, OP_TEXT, &padded(1, 4096), MASK))
+        .await;
+    wait_for_symbol(&server, "EXACT");
+    let mut sub = subscriber(addr, "EXACT").await;
+    let msg = padded(2, 4096);
+    let mut wire = client_frame(false, OP_TEXT, &msg[..2000], MASK);
+    wire.extend(client_frame(true, OP_CONTINUATION, &msg[2000..], MASK));
+    publ.send(&wire).await;
+    assert_eq!(next_live(&mut sub).await["ts_event"].as_u64(), Some(2));
+
+    for fragmented in [false, true] {
+        let mut publ = RawWs::connect(addr, &path).await;
+        let msg = padded(3, 4097);
+        let wire = if fragmented {
+            let mut w = client_frame(false, OP_TEXT, &msg[..4000], MASK);
+            w.extend(client_frame(true, OP_CONTINUATION, &msg[4000..], MASK));
+            w
+        } else {
+            client_frame(true, OP_TEXT, &msg, MASK)
+        };
+        let _ = publ.try_send(&wire).await;
+        assert_eq!(
+            publ.close_frame().await.map(|(c, _)| c),
+            Some(1009),
+            "4,097 bytes, fragmented: {fragmented}"
+        );
+    }
+    server.shutdown();
+}

@@ -238,7 +238,10 @@ pub struct RateGate {
 }
 
 impl RateGate {
-    /// A gate for `max_rate` updates per second; `0.0` (or less) is unlimited.
+    /// A gate for `max_rate` updates per second; `0.0` (or less) is unlimited. A rate
+    /// so slow that its interval does not fit in a `u64` of nanoseconds gets the
+    /// longest interval there is, never none (the protocol refuses rates below
+    /// [`crate::protocol::MIN_MAX_RATE`] before they get here).
     pub fn new(max_rate: f64) -> RateGate {
         RateGate {
             interval_ns: interval_ns(max_rate),
@@ -279,6 +282,7 @@ impl RateGate {
 
 fn interval_ns(max_rate: f64) -> u64 {
     if max_rate > 0.0 {
+        // `as` saturates: an infinite or huge interval is u64::MAX, the slowest rate.
         (1e9 / max_rate) as u64
     } else {
         0
@@ -288,6 +292,23 @@ fn interval_ns(max_rate: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rate too slow for any interval is the slowest rate, not unlimited.
+    #[test]
+    fn tiny_rates_saturate_to_the_slowest() {
+        for rate in [1e-20, 5e-324, 1e-300] {
+            let mut gate = RateGate::new(rate);
+            assert_eq!(gate.interval_ns(), u64::MAX, "{rate}");
+            assert!(gate.allows(0));
+            gate.sent(1_000);
+            assert!(
+                !gate.allows(u64::MAX - 1),
+                "{rate}: one delivery, then none"
+            );
+        }
+        assert_eq!(RateGate::new(1e-6).interval_ns(), 1_000_000_000_000_000);
+        assert_eq!(RateGate::new(0.0).interval_ns(), 0, "0 is unlimited");
+    }
 
     /// A gate and a conflator on their own, in simulated time: a tick every millisecond
     /// for five seconds at `max_rate = 2`, and a timer every 5 ms that releases what

@@ -548,7 +548,9 @@ impl Core {
         }
     }
 
-    /// One message or control frame from `key`.
+    /// One message or control frame from `key`. A ping read before a message is
+    /// answered before it (RFC 6455 §5.5.2: as soon as practical; Autobahn's case 5.6
+    /// wants the pong first); pings in a row, with no message between, get one pong.
     fn on_message(&mut self, key: ConnId, m: Message<'_>, now: u64) -> Flow {
         let Some(conn) = self.conns.get_mut(key) else {
             return Flow::Pause;
@@ -575,14 +577,22 @@ impl Core {
                 self.close(key, reply, "", false, now);
                 return Flow::Pause;
             }
-            Message::Text(t) => match conn.mode {
-                Mode::Subscriber => self.on_text(key, t, now),
-                Mode::Echo => self.echo(key, OP_TEXT, t, now),
-            },
-            Message::Binary(b) => match conn.mode {
-                Mode::Subscriber => self.on_binary(key, now),
-                Mode::Echo => self.echo(key, wire::OP_BINARY, b, now),
-            },
+            Message::Text(t) => {
+                let mode = conn.mode;
+                self.send_pong(key, now);
+                match mode {
+                    Mode::Subscriber => self.on_text(key, t, now),
+                    Mode::Echo => self.echo(key, OP_TEXT, t, now),
+                }
+            }
+            Message::Binary(b) => {
+                let mode = conn.mode;
+                self.send_pong(key, now);
+                match mode {
+                    Mode::Subscriber => self.on_binary(key, now),
+                    Mode::Echo => self.echo(key, wire::OP_BINARY, b, now),
+                }
+            }
         }
         self.input_flow(key)
     }
@@ -656,14 +666,6 @@ impl Core {
         if discard {
             conn.out.truncate_unsent();
         }
-        if code == CloseCode::GoingAway {
-            // Tell clients first, so they reconnect elsewhere at once.
-            conn.out.push_frame(
-                OP_TEXT,
-                br#"{"type":"shutdown","message":"server shutting down"}"#,
-                now,
-            );
-        }
         conn.out
             .push_frame(OP_CLOSE, code.payload(reason).as_bytes(), now);
         conn.closing = true;
@@ -675,10 +677,16 @@ impl Core {
         self.wake(key);
     }
 
-    /// Closes every connection with 1001 (server shutting down).
+    /// Closes every connection with 1001 (server shutting down), after a
+    /// `{"type":"shutdown"}` message so that clients reconnect elsewhere at once.
     pub fn shutdown(&mut self, now: u64) {
         let keys: Vec<ConnId> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            self.push_control(
+                key,
+                br#"{"type":"shutdown","message":"server shutting down"}"#,
+                now,
+            );
             self.close(
                 key,
                 CloseCode::GoingAway,

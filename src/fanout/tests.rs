@@ -1016,6 +1016,53 @@ fn echo_mode_sends_every_message_back() {
     );
 }
 
+/// A ping read between the fragments of a message is answered before the message's
+/// reply (Autobahn 5.6), even when both arrive in one read; pings in a row still get
+/// one pong, for the latest.
+#[test]
+fn a_ping_is_answered_before_the_message_that_follows_it() {
+    let mut sim = Sim::new(|_| {});
+    let k = sim.connect(Mode::Echo);
+    let mut wire = client_frame(false, OP_TEXT, br#"{"a""#, MASK);
+    wire.extend(client_frame(true, OP_PING, b"1", MASK));
+    wire.extend(client_frame(true, OP_PING, b"2", MASK));
+    wire.extend(client_frame(true, OP_CONTINUATION, b":1}", MASK));
+    wire.extend(client_frame(true, OP_PING, b"3", MASK));
+    sim.send_raw(k, &wire);
+    assert_eq!(
+        sim.got(k),
+        vec![
+            Got::Pong(b"2".to_vec()),
+            Got::Json(json!({"a": 1})),
+            Got::Pong(b"3".to_vec()),
+        ]
+    );
+}
+
+/// A client's own 1001 (going away) is echoed like any code: it is not the server
+/// shutting down, so no shutdown notice precedes it. The server's shutdown still
+/// sends the notice, then 1001.
+#[test]
+fn a_client_going_away_gets_no_shutdown_notice() {
+    let mut sim = Sim::new(|_| {});
+    let k = sim.connect(Mode::Subscriber);
+    sim.send_raw(
+        k,
+        &client_frame(true, OP_CLOSE, &1001u16.to_be_bytes(), MASK),
+    );
+    assert_eq!(sim.got(k), vec![Got::Close(1001, String::new())]);
+    let k = sim.connect(Mode::Subscriber);
+    sim.core.shutdown(sim.now);
+    sim.flush();
+    let got = sim.got(k);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[0],
+        Got::Json(json!({"type": "shutdown", "message": "server shutting down"}))
+    );
+    assert_eq!(got[1], Got::Close(1001, "server shutting down".into()));
+}
+
 #[test]
 fn idle_connection_holds_no_buffers() {
     let mut sim = Sim::new(|_| {});

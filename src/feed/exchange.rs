@@ -244,7 +244,7 @@ impl Client<'_> {
             .map_err(|_| ExchangeError::ConnectTimeout)??;
         ws.set_auto_pong(false);
         ws.set_auto_close(true);
-        ws.set_max_message_size(MAX_FRAME_BYTES);
+        ws.set_max_message_size(crate::wsclient::inclusive_limit(MAX_FRAME_BYTES));
         ws.write_frame(Frame::text(Payload::Borrowed(self.subscribe.as_bytes())))
             .await?;
         ws.flush().await?;

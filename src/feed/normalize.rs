@@ -532,6 +532,24 @@ pub(crate) fn check_size(message: &[u8], max: usize) -> Result<(), NormalizeErro
 mod tests {
     use super::*;
 
+    /// `max_message_bytes` is inclusive: a message of exactly the limit is read.
+    #[test]
+    fn the_size_limit_is_inclusive() {
+        assert!(check_size(&[b' '; 100], 100).is_ok());
+        assert!(matches!(
+            check_size(&[b' '; 101], 100),
+            Err(NormalizeError::Oversize { len: 101, max: 100 })
+        ));
+        let msg = br#"{"result":null,"id":1}"#;
+        let mut n = Normalizer::new(Venue::Binance, "", msg.len());
+        assert!(n.normalize(msg, 0).is_ok());
+        let mut n = Normalizer::new(Venue::Binance, "", msg.len() - 1);
+        assert!(matches!(
+            n.normalize(msg, 0),
+            Err(NormalizeError::Oversize { .. })
+        ));
+    }
+
     #[test]
     fn truncation_is_told_apart_from_malformed_json() {
         let mut s = JsonScratch::new();

@@ -51,6 +51,8 @@ impl RawWs {
     /// Connects to `path` and completes the handshake.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        // Each write its own segment, so that chunked sends really arrive in pieces.
+        tcp.set_nodelay(true).expect("nodelay");
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -86,6 +88,29 @@ impl RawWs {
     /// Sends without failing when the server has closed or stopped reading.
     pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
         self.tcp.write_all(bytes).await.is_ok()
+    }
+
+    /// Sends `bytes` in writes of `chunk` bytes each (one segment each: no Nagle).
+    pub async fn send_chunked(&mut self, bytes: &[u8], chunk: usize) {
+        for piece in bytes.chunks(chunk) {
+            self.tcp.write_all(piece).await.expect("send");
+        }
+    }
+
+    /// The next frame, failing the test if the server ended the connection instead.
+    pub async fn frame(&mut self) -> Frame {
+        match self.next().await {
+            Next::Frame(f) => f,
+            Next::Closed => panic!("the server ended the connection"),
+        }
+    }
+
+    /// Asserts that the server ends the connection next, with no frame before.
+    pub async fn expect_end(&mut self) {
+        match self.next().await {
+            Next::Closed => {}
+            Next::Frame(f) => panic!("expected the end of the connection, got {f:?}"),
+        }
     }
 
     pub async fn text(&mut self, s: &str) {
