@@ -67,6 +67,14 @@ async fn main() -> anyhow::Result<()> {
                         Some(Kind::Quote) => {
                             format!("quote {} x {} / {} x {}", v[0], v[1], v[2], v[3])
                         }
+                        Some(Kind::Book) => {
+                            let side = if r.values[2].to_native() & 0xff == 1 {
+                                "ask"
+                            } else {
+                                "bid"
+                            };
+                            format!("book {side} {} x {}", v[0], v[1])
+                        }
                         None => format!("kind {}", r.kind),
                     };
                     println!(

@@ -45,6 +45,7 @@
 //! subscribe: the client sends it again, with the same backoff, until it is accepted.
 
 pub mod batch;
+pub mod book;
 pub mod gaps;
 pub mod session;
 
@@ -66,6 +67,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 pub use batch::{Batch, Records};
+pub use book::{BookGap, BookTracker};
 pub use gaps::{Gap, GapDetector};
 pub use session::Session;
 

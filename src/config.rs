@@ -114,6 +114,12 @@ pub struct Config {
     pub ring_capacity: usize,
     /// Most distinct symbols; ticks for more are rejected and counted. Default: 16,384.
     pub max_symbols: usize,
+    /// Levels kept per side of each symbol's order book; a better level arriving at a
+    /// full side pushes the worst out (published as a removal, counted in
+    /// `sequencer.book_evicted`), a worse one is not kept (`sequencer.book_dropped`).
+    /// A slow subscriber merges at most twice this many book levels before it is sent
+    /// a fresh snapshot instead. At most 4,096. Default: 50.
+    pub max_book_levels: usize,
     /// Capacity of the feed → sequencer channel, in ticks; full blocks the feeds.
     /// Default: 65,536.
     pub feed_channel_capacity: usize,
@@ -256,6 +262,7 @@ impl Default for Config {
             pin_cores: true,
             ring_capacity: 65_536,
             max_symbols: 16_384,
+            max_book_levels: crate::lvc::DEFAULT_MAX_BOOK_LEVELS,
             feed_channel_capacity: 65_536,
             max_control_message_bytes: 65_536,
             high_water_bytes: 1 << 20,
@@ -356,8 +363,9 @@ impl Config {
     /// range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 14] = [
+        let positive: [(&str, u64); 15] = [
             ("max_symbols", self.max_symbols as u64),
+            ("max_book_levels", self.max_book_levels as u64),
             ("feed_channel_capacity", self.feed_channel_capacity as u64),
             ("high_water_bytes", self.high_water_bytes as u64),
             ("stall_timeout_ms", self.stall_timeout_ms),
@@ -407,6 +415,12 @@ impl Config {
             return Err(invalid(format!(
                 "workers must be at most 4096 (got {}; 0 means one per CPU)",
                 self.workers
+            )));
+        }
+        if self.max_book_levels > 4096 {
+            return Err(invalid(format!(
+                "max_book_levels must be at most 4096 (got {})",
+                self.max_book_levels
             )));
         }
         if self.low_water_bytes >= self.high_water_bytes {

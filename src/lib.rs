@@ -41,6 +41,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod book;
 pub mod bus;
 pub mod capture;
 pub mod client;

@@ -4,11 +4,23 @@
 //! Written only by the sequencer (through the one [`LvcWriter`]), read without locks by
 //! writer cores for snapshots on subscribe, for recovery after a ring lap, and for
 //! conflation. Each entry is a [`SeqCell`], so a read is a consistent copy.
+//!
+//! Beside them, each symbol's current order book ([`books::BookCell`], bounded by
+//! `max_book_levels` per side), allocated when the symbol's first book change arrives:
+//! a symbol without a book costs one empty slot.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::book::Book;
 use crate::seqlock::SeqCell;
 use crate::tick::{Body, Kind, Tick};
+
+pub mod books;
+
+pub use books::{BookCell, BookSnapshot};
+
+/// Default of `max_book_levels`: levels kept per side of each symbol's book.
+pub const DEFAULT_MAX_BOOK_LEVELS: usize = 50;
 
 /// A symbol's trading since the server's session started (its first trade here): what
 /// a dashboard shows as open, high, low, volume and change. Sent to subscribers in the
@@ -88,6 +100,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct LastValueCache {
     entries: Box<[Entry]>,
+    /// Each symbol's book, made on its first change.
+    books: Box<[OnceLock<BookCell>]>,
+    max_book_levels: usize,
 }
 
 /// The single writer of a [`LastValueCache`]. Not `Clone`.
@@ -126,8 +141,22 @@ impl Latest {
 impl LastValueCache {
     /// A cache for symbol ids `0..max_symbols`, and its writer.
     pub fn new(max_symbols: usize) -> (LvcWriter, Arc<LastValueCache>) {
+        LastValueCache::with_books(max_symbols, DEFAULT_MAX_BOOK_LEVELS)
+    }
+
+    /// A cache for symbol ids `0..max_symbols` whose books keep at most
+    /// `max_book_levels` per side, and its writer.
+    pub fn with_books(
+        max_symbols: usize,
+        max_book_levels: usize,
+    ) -> (LvcWriter, Arc<LastValueCache>) {
         let entries = (0..max_symbols).map(|_| Entry::default()).collect();
-        let cache = Arc::new(LastValueCache { entries });
+        let books = (0..max_symbols).map(|_| OnceLock::new()).collect();
+        let cache = Arc::new(LastValueCache {
+            entries,
+            books,
+            max_book_levels: max_book_levels.max(1),
+        });
         (
             LvcWriter {
                 cache: cache.clone(),
@@ -153,8 +182,23 @@ impl LastValueCache {
         let cell = match kind {
             Kind::Trade => &e.trade,
             Kind::Quote => &e.quote,
+            Kind::Book => return None,
         };
         Tick::from_words(&cell.read().1)
+    }
+
+    /// A consistent copy of `symbol_id`'s book (empty, sequence 0, when it never had
+    /// one).
+    pub fn book(&self, symbol_id: u32) -> BookSnapshot {
+        self.books
+            .get(symbol_id as usize)
+            .and_then(OnceLock::get)
+            .map_or_else(BookSnapshot::default, BookCell::read)
+    }
+
+    /// Levels kept per side of a book (`max_book_levels`).
+    pub fn max_book_levels(&self) -> usize {
+        self.max_book_levels
     }
 
     /// The session summary of `symbol_id`. It is updated before the trade itself, so
@@ -204,8 +248,26 @@ impl LvcWriter {
                 &e.trade
             }
             Body::Quote { .. } => &e.quote,
+            // Books have their own cells (`LvcWriter::write_book`).
+            Body::Book { .. } => return,
         };
         cell.write(cell.stamp_relaxed() + 2, &tick.to_words());
+    }
+
+    /// Stores `book` as `symbol_id`'s current book, as of its book change `seq`.
+    pub fn write_book(
+        &mut self,
+        symbol_id: u32,
+        book: &Book,
+        seq: u64,
+        ts_event: u64,
+        ts_recv: u64,
+    ) {
+        let max = self.cache.max_book_levels;
+        if let Some(cell) = self.cache.books.get(symbol_id as usize) {
+            cell.get_or_init(|| BookCell::new(max))
+                .write(book, seq, ts_event, ts_recv);
+        }
     }
 
     /// Records `tick` as the latest of its symbol and kind without counting it in the
@@ -218,6 +280,7 @@ impl LvcWriter {
         let cell = match tick.body {
             Body::Trade { .. } => &e.trade,
             Body::Quote { .. } => &e.quote,
+            Body::Book { .. } => return,
         };
         cell.write(cell.stamp_relaxed() + 2, &tick.to_words());
     }
@@ -236,6 +299,14 @@ impl LvcWriter {
             .write(e.summary.stamp_relaxed() + 2, &summary.to_words());
         for cell in [&e.trade, &e.quote] {
             cell.write(cell.stamp_relaxed() + 2, &[0; Tick::WORDS]);
+        }
+        if let Some(book) = self
+            .cache
+            .books
+            .get(symbol_id as usize)
+            .and_then(OnceLock::get)
+        {
+            book.write_levels(&[], &[], 0, 0, 0);
         }
     }
 

@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Seed of the synthetic feed [default: 42].
     #[arg(long)]
     seed: Option<u64>,
+    /// Order-book levels per side the synthetic feed keeps for each symbol; 0 for no
+    /// books [default: 0].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=4096))]
+    book_depth: Option<u64>,
     /// Feeds to run, replacing the config's (repeatable): `synthetic`;
     /// `replay:PATH` (a venue capture, one JSON message per line, or a tickcast
     /// `.tcrec` capture); `binance` or `coinbase` (the venue's public endpoint);
@@ -193,6 +197,9 @@ fn build_config(args: ServeArgs) -> anyhow::Result<Layered> {
             }
             if let Some(seed) = args.seed {
                 s.seed = seed;
+            }
+            if let Some(d) = args.book_depth {
+                s.book_depth = d as usize;
             }
         }
     }

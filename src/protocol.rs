@@ -20,6 +20,62 @@ pub enum Selection {
     Names(Vec<String>),
 }
 
+/// Which kinds of update a subscription carries (`"channels"`): a set of
+/// `"trade"`, `"quote"`, `"book"`. Default: trades and quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Channels(pub u8);
+
+impl Channels {
+    /// Trades.
+    pub const TRADE: Channels = Channels(1);
+    /// Top-of-book quotes.
+    pub const QUOTE: Channels = Channels(2);
+    /// Order-book changes.
+    pub const BOOK: Channels = Channels(4);
+    /// What a subscribe without `"channels"` gets: trades and quotes.
+    pub const DEFAULT: Channels = Channels(3);
+    /// Channel names, as in JSON.
+    pub const NAMES: [(Channels, &'static str); 3] = [
+        (Channels::TRADE, "trade"),
+        (Channels::QUOTE, "quote"),
+        (Channels::BOOK, "book"),
+    ];
+
+    /// Whether every channel of `other` is in `self`.
+    pub const fn contains(self, other: Channels) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The channel that carries updates of `kind`.
+    pub const fn of(kind: crate::tick::Kind) -> Channels {
+        match kind {
+            crate::tick::Kind::Trade => Channels::TRADE,
+            crate::tick::Kind::Quote => Channels::QUOTE,
+            crate::tick::Kind::Book => Channels::BOOK,
+        }
+    }
+
+    /// Whether updates of `kind` go out on these channels.
+    pub const fn carries(self, kind: crate::tick::Kind) -> bool {
+        self.contains(Channels::of(kind))
+    }
+
+    /// The names of the channels, in order.
+    pub fn names(self) -> Vec<&'static str> {
+        Channels::NAMES
+            .iter()
+            .filter(|(c, _)| self.contains(*c))
+            .map(|&(_, n)| n)
+            .collect()
+    }
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels::DEFAULT
+    }
+}
+
 /// A parsed control message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
@@ -35,6 +91,12 @@ pub enum ClientMessage {
         max_rate: Option<f64>,
         /// Last sequence seen per symbol name, for a client resuming after a reconnect.
         resume: Vec<(String, u64)>,
+        /// Last book sequence seen per symbol name (`"resume_book"`): book changes are
+        /// numbered apart.
+        resume_book: Vec<(String, u64)>,
+        /// The channels of the symbols it names (`"channels"`); `None`: trades and
+        /// quotes for new subscriptions, unchanged for held ones.
+        channels: Option<Channels>,
         /// Send the session summary of the symbols this subscribe adds, before their
         /// snapshot (`"summary": true`). Default: false.
         summary: bool,
@@ -150,23 +212,29 @@ fn parse_object(obj: &Map<String, Value>) -> Result<ClientMessage, ProtocolError
                     }
                 },
             };
-            let resume = match obj.get("resume") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Object(m)) => m
-                    .iter()
-                    .map(|(k, v)| {
-                        v.as_u64()
-                            .map(|s| (k.clone(), s))
-                            .ok_or(ProtocolError::InvalidField {
-                                field: "resume",
-                                expected: "an object of symbol name to last sequence seen",
-                            })
-                    })
-                    .collect::<Result<_, _>>()?,
+            let resume = resume_points(obj, "resume")?;
+            let resume_book = resume_points(obj, "resume_book")?;
+            let channels = match obj.get("channels") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(list)) if !list.is_empty() => {
+                    let mut c = Channels(0);
+                    for v in list {
+                        let Some(&(ch, _)) =
+                            Channels::NAMES.iter().find(|(_, n)| v.as_str() == Some(n))
+                        else {
+                            return Err(ProtocolError::InvalidField {
+                                field: "channels",
+                                expected: CHANNELS,
+                            });
+                        };
+                        c.0 |= ch.0;
+                    }
+                    Some(c)
+                }
                 Some(_) => {
                     return Err(ProtocolError::InvalidField {
-                        field: "resume",
-                        expected: "an object of symbol name to last sequence seen",
+                        field: "channels",
+                        expected: CHANNELS,
                     })
                 }
             };
@@ -185,6 +253,8 @@ fn parse_object(obj: &Map<String, Value>) -> Result<ClientMessage, ProtocolError
                 format,
                 max_rate,
                 resume,
+                resume_book,
+                channels,
                 summary,
             })
         }
@@ -192,6 +262,27 @@ fn parse_object(obj: &Map<String, Value>) -> Result<ClientMessage, ProtocolError
             symbols: selection(obj)?,
         }),
         other => Err(ProtocolError::UnknownOp(other.chars().take(64).collect())),
+    }
+}
+
+const CHANNELS: &str = "a non-empty list of \"trade\", \"quote\", \"book\"";
+
+/// `"resume"` or `"resume_book"`: symbol name → last sequence seen.
+fn resume_points(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Vec<(String, u64)>, ProtocolError> {
+    let invalid = ProtocolError::InvalidField {
+        field,
+        expected: "an object of symbol name to last sequence seen",
+    };
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| v.as_u64().map(|s| (k.clone(), s)).ok_or(invalid.clone()))
+            .collect(),
+        Some(_) => Err(invalid),
     }
 }
 
@@ -263,6 +354,8 @@ mod tests {
                 format: Some(Format::Json),
                 max_rate: Some(2.0),
                 resume: vec![],
+                resume_book: vec![],
+                channels: None,
                 summary: false,
             }
         );
@@ -273,6 +366,8 @@ mod tests {
                 format: None,
                 max_rate: None,
                 resume: vec![],
+                resume_book: vec![],
+                channels: None,
                 summary: false,
             }
         );
@@ -303,6 +398,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_channels_and_book_resume() {
+        let msg = br#"{"op":"subscribe","symbols":["A"],"channels":["book","trade"],"resume_book":{"A":9}}"#;
+        match parse(msg).1 {
+            Ok(ClientMessage::Subscribe {
+                channels,
+                resume_book,
+                ..
+            }) => {
+                let c = channels.unwrap();
+                assert!(c.contains(Channels::BOOK) && c.contains(Channels::TRADE));
+                assert!(!c.contains(Channels::QUOTE));
+                assert_eq!(c.names(), ["trade", "book"]);
+                assert_eq!(resume_book, vec![("A".into(), 9)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Channels::default().names(), ["trade", "quote"]);
+        for bad in [r#"[]"#, r#"["depth"]"#, r#""book""#, r#"[1]"#] {
+            let msg = format!(r#"{{"op":"subscribe","symbols":["A"],"channels":{bad}}}"#);
+            let e = parse(msg.as_bytes()).1.unwrap_err();
+            assert!(e.to_string().contains("channels"), "{bad}: {e}");
+        }
+        let e = parse(br#"{"op":"subscribe","symbols":["A"],"resume_book":{"A":-1}}"#)
+            .1
+            .unwrap_err();
+        assert!(e.to_string().contains("resume_book"), "{e}");
     }
 
     #[test]

@@ -458,6 +458,8 @@ fn ticks_from_binary(
         let body = match kind {
             Kind::Trade => Body::trade(v(0), v(1)),
             Kind::Quote => Body::from_values(Kind::Quote, [v(0), v(1), v(2), v(3)]),
+            // Book changes come from feeds only (`docs/protocol.md`, Publishing).
+            Kind::Book => return Err(fail(TickProblem::Kind("3 (book)".to_string()))),
         };
         out.push(FeedTick {
             symbol,

@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+use crate::book::{Applied, Book, Side};
 use crate::clock::now_ns;
 use crate::feed::FeedTick;
 use crate::lvc::LvcWriter;
 use crate::park::Parker;
 use crate::ring::Publisher;
 use crate::symbol::{Symbol, SymbolError, SymbolTable};
-use crate::tick::{Flags, Tick};
+use crate::tick::{Body, Flags, Tick};
 
 /// Most ticks taken from the channel before the cores are woken: bounds the delay a
 /// burst adds to its first tick.
@@ -75,6 +76,15 @@ pub struct SequencerStats {
     pub rejected: AtomicU64,
     /// Batches published (one core wake-up round each).
     pub batches: AtomicU64,
+    /// Book changes published (level changes, evictions included).
+    pub book_changes: AtomicU64,
+    /// Book levels pushed out of a full side by a better one (`max_book_levels`); each
+    /// is published as a removal.
+    pub book_evicted: AtomicU64,
+    /// Book changes not kept: a new level worse than every level of a full side.
+    pub book_dropped: AtomicU64,
+    /// Book changes that changed nothing (the removal of a level not held).
+    pub book_unchanged: AtomicU64,
 }
 
 /// The sequencing state.
@@ -85,6 +95,11 @@ pub struct Sequencer {
     ids: HashMap<Symbol, u32>,
     /// Last sequence number per symbol id.
     seqs: Vec<u64>,
+    /// Last book sequence number per symbol id: books are numbered apart from trades
+    /// and quotes, so that each stream is gap-checkable on its own.
+    book_seqs: Vec<u64>,
+    /// Each symbol's current book (made on its first change), bounded like the cache's.
+    books: Vec<Option<Book>>,
     lvc: LvcWriter,
     ring: Publisher,
     stats: Arc<SequencerStats>,
@@ -121,6 +136,8 @@ impl Sequencer {
             symbols,
             ids: HashMap::new(),
             seqs: Vec::new(),
+            book_seqs: Vec::new(),
+            books: Vec::new(),
             lvc,
             ring,
             stats,
@@ -141,8 +158,10 @@ impl Sequencer {
         self
     }
 
-    /// Sequences one feed tick received at `ts_recv`: returns the tick as published.
-    pub fn sequence(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
+    /// Sequences one feed tick received at `ts_recv`: returns the tick as published
+    /// (for a book change, the last of the ticks it published; `None` when it changed
+    /// nothing).
+    pub fn sequence(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Option<Tick>, SymbolError> {
         let t = self.sequence_one(ft, ts_recv)?;
         self.flush_counts();
         Ok(t)
@@ -150,7 +169,7 @@ impl Sequencer {
 
     /// [`Sequencer::sequence`] without the shared counter (the run loop adds a
     /// batch's count once, [`Sequencer::flush_counts`]).
-    fn sequence_one(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Tick, SymbolError> {
+    fn sequence_one(&mut self, ft: &FeedTick, ts_recv: u64) -> Result<Option<Tick>, SymbolError> {
         let id = self.intern(ft.symbol)?;
         Ok(self.sequence_id(id, ft.ts_event, ft.body, ts_recv, Flags::empty(), 1))
     }
@@ -178,16 +197,23 @@ impl Sequencer {
 
     /// Gives `body` the next sequence number of symbol `id` and publishes it with
     /// `flags` and `count` (a tick that stands for `count` updates): what
-    /// [`Sequencer::sequence`] does once the symbol is interned.
+    /// [`Sequencer::sequence`] does once the symbol is interned. A book change goes to
+    /// [`Sequencer::sequence_book`].
     pub fn sequence_id(
         &mut self,
         id: u32,
         ts_event: u64,
-        body: crate::tick::Body,
+        body: Body,
         ts_recv: u64,
         flags: Flags,
         count: u32,
-    ) -> Tick {
+    ) -> Option<Tick> {
+        if let Body::Book {
+            side, price, size, ..
+        } = body
+        {
+            return self.sequence_book(id, ts_event, side, price, size, ts_recv);
+        }
         let idx = id as usize;
         if idx >= self.seqs.len() {
             self.seqs.resize(idx + 1, 0);
@@ -210,7 +236,84 @@ impl Sequencer {
         if !self.sinks.is_empty() {
             self.batch.push(tick);
         }
-        tick
+        Some(tick)
+    }
+
+    /// Applies one level change to symbol `id`'s book and publishes what it changed:
+    /// the change itself, and the removal of a level it pushed out of a full side, each
+    /// with the symbol's next book sequence number. The cached book is written first,
+    /// then the ring, as for trades and quotes. Returns the last tick published;
+    /// `None` (counted) when the change changed nothing or was dropped at the bound.
+    pub fn sequence_book(
+        &mut self,
+        id: u32,
+        ts_event: u64,
+        side: Side,
+        price: i64,
+        size: i64,
+        ts_recv: u64,
+    ) -> Option<Tick> {
+        let idx = id as usize;
+        if idx >= self.books.len() {
+            self.books.resize_with(idx + 1, || None);
+            self.book_seqs.resize(idx + 1, 0);
+        }
+        let max = self.lvc.cache().max_book_levels();
+        let book = self.books[idx].get_or_insert_with(|| Book::new(max));
+        let (new_level, evicted) = match book.apply(side, price, size) {
+            Applied::Set { new_level, evicted } => (new_level, evicted),
+            Applied::Removed => (false, None),
+            Applied::Unchanged => {
+                self.stats.book_unchanged.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Applied::Dropped => {
+                self.stats.book_dropped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let first = self.book_seqs[idx] + 1;
+        let changes = 1 + u64::from(evicted.is_some());
+        self.book_seqs[idx] += changes;
+        self.lvc
+            .write_book(id, book, self.book_seqs[idx], ts_event, ts_recv);
+        let change = |seq, side, price, size, new_level| Tick {
+            symbol_id: id,
+            seq,
+            ts_event,
+            ts_recv,
+            flags: Flags::empty(),
+            count: 1,
+            body: Body::Book {
+                side,
+                price,
+                size,
+                new_level,
+                group: (1, 0),
+            },
+        };
+        let mut last = change(first, side, price, size.max(0), new_level);
+        self.publish_book(&last);
+        if let Some(p) = evicted {
+            self.stats.book_evicted.fetch_add(1, Ordering::Relaxed);
+            last = change(first + 1, side, p, 0, false);
+            self.publish_book(&last);
+        }
+        Some(last)
+    }
+
+    fn publish_book(&mut self, tick: &Tick) {
+        self.ring.publish(tick);
+        self.in_batch += 1;
+        self.stats.book_changes.fetch_add(1, Ordering::Relaxed);
+        if !self.sinks.is_empty() {
+            self.batch.push(*tick);
+        }
+    }
+
+    /// The last book sequence number published for `symbol_id` (0: none).
+    pub fn last_book_seq(&self, symbol_id: u32) -> u64 {
+        self.book_seqs.get(symbol_id as usize).copied().unwrap_or(0)
     }
 
     /// Publishes a tick that was sequenced elsewhere (an edge node's copy of its
@@ -218,6 +321,12 @@ impl Sequencer {
     /// [`Sequencer::sequence`]. A tick that does not follow its symbol's last one is
     /// flagged snapshot when numbers were skipped, and dropped when it is not newer.
     pub fn publish_sequenced(&mut self, tick: &Tick) -> Continuity {
+        if let Body::Book {
+            side, price, size, ..
+        } = tick.body
+        {
+            return self.publish_sequenced_book(tick, side, price, size);
+        }
         let idx = tick.symbol_id as usize;
         if idx >= self.seqs.len() {
             self.seqs.resize(idx + 1, 0);
@@ -246,6 +355,46 @@ impl Sequencer {
         continuity
     }
 
+    /// [`Sequencer::publish_sequenced`] for a book change: applied to this node's copy
+    /// of the book (with the source's bound, the source's changes keep it equal) and
+    /// published with its number. Numbers skipped are reported as a gap, and the
+    /// change is published as it is: an edge takes no book snapshot from its ingest
+    /// (`docs/architecture.md`, Order books).
+    fn publish_sequenced_book(
+        &mut self,
+        tick: &Tick,
+        side: Side,
+        price: i64,
+        size: i64,
+    ) -> Continuity {
+        let idx = tick.symbol_id as usize;
+        if idx >= self.books.len() {
+            self.books.resize_with(idx + 1, || None);
+            self.book_seqs.resize(idx + 1, 0);
+        }
+        let last = self.book_seqs[idx];
+        if tick.seq <= last {
+            return Continuity::Duplicate;
+        }
+        let continuity = if tick.seq == last + 1 {
+            Continuity::Next
+        } else {
+            Continuity::Gap {
+                missed: tick.seq - last - 1,
+            }
+        };
+        self.book_seqs[idx] = tick.seq;
+        let max = self.lvc.cache().max_book_levels();
+        let book = self.books[idx].get_or_insert_with(|| Book::new(max));
+        book.apply(side, price, size);
+        self.lvc
+            .write_book(tick.symbol_id, book, tick.seq, tick.ts_event, tick.ts_recv);
+        self.ring.publish(tick);
+        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        self.stats.book_changes.fetch_add(1, Ordering::Relaxed);
+        continuity
+    }
+
     /// The last sequence number published for `symbol_id` (0: none).
     pub fn last_seq(&self, symbol_id: u32) -> u64 {
         self.seqs.get(symbol_id as usize).copied().unwrap_or(0)
@@ -256,6 +405,9 @@ impl Sequencer {
     /// cached one, and the symbol's sequence moves up to it. It does not go through the
     /// ring: readers pick it up from the cache after [`Sequencer::mark_resync`].
     pub fn restore(&mut self, tick: &Tick) {
+        if tick.body.kind() == crate::tick::Kind::Book {
+            return; // Snapshots of the source carry no books.
+        }
         let cached = self.lvc.cache().get(tick.symbol_id, tick.body.kind());
         if cached.is_none_or(|c| c.seq < tick.seq) {
             self.lvc.restore(tick);
@@ -273,6 +425,12 @@ impl Sequencer {
         self.lvc.clear(symbol_id);
         if let Some(s) = self.seqs.get_mut(symbol_id as usize) {
             *s = 0;
+        }
+        if let Some(s) = self.book_seqs.get_mut(symbol_id as usize) {
+            *s = 0;
+        }
+        if let Some(b) = self.books.get_mut(symbol_id as usize) {
+            *b = None;
         }
     }
 
@@ -384,9 +542,9 @@ mod tests {
             ts_event: 5,
             body: Body::trade(p, 1),
         };
-        let a1 = s.sequence(&ft("A", 1), 10).unwrap();
-        let b1 = s.sequence(&ft("B", 2), 11).unwrap();
-        let a2 = s.sequence(&ft("A", 3), 12).unwrap();
+        let a1 = s.sequence(&ft("A", 1), 10).unwrap().unwrap();
+        let b1 = s.sequence(&ft("B", 2), 11).unwrap().unwrap();
+        let a2 = s.sequence(&ft("A", 3), 12).unwrap().unwrap();
         assert_eq!((a1.symbol_id, a1.seq), (0, 1));
         assert_eq!((b1.symbol_id, b1.seq), (1, 1));
         assert_eq!((a2.symbol_id, a2.seq, a2.ts_recv), (0, 2, 12));

@@ -94,7 +94,8 @@ impl Server {
         stats.bus = BusStatus::new(config.role);
         let stats = Arc::new(stats);
         let symbols = Arc::new(SymbolTable::new(config.max_symbols));
-        let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
+        let (lvc_writer, lvc) =
+            LastValueCache::with_books(config.max_symbols, config.max_book_levels);
         let (publisher, ring) = Ring::new(config.ring_capacity);
         let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
         let publish_status = Arc::new(FeedStatus::passive("publish"));

@@ -1,5 +1,7 @@
-//! The normalized tick: one fixed-size value for every trade and quote.
+//! The normalized tick: one fixed-size value for every trade, quote and book-level
+//! change.
 
+use crate::book::Side;
 use crate::fixed;
 
 /// Flag bits carried by a tick on the wire.
@@ -46,6 +48,8 @@ pub enum Kind {
     Trade = 1,
     /// A top-of-book quote.
     Quote = 2,
+    /// A change of one price level of the symbol's book ([`crate::book`]).
+    Book = 3,
 }
 
 impl Kind {
@@ -54,6 +58,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Trade),
             2 => Some(Kind::Quote),
+            3 => Some(Kind::Book),
             _ => None,
         }
     }
@@ -63,6 +68,7 @@ impl Kind {
         match self {
             Kind::Trade => "trade",
             Kind::Quote => "quote",
+            Kind::Book => "book",
         }
     }
 }
@@ -94,6 +100,24 @@ pub enum Body {
         /// Size at the best ask.
         ask_sz: i64,
     },
+    /// One price level of the book set to `size` (0: removed). Book updates have their
+    /// own per-symbol sequence numbers, apart from trades and quotes.
+    Book {
+        /// Bid or ask.
+        side: Side,
+        /// The level's price.
+        price: i64,
+        /// Its new size; 0 removes the level.
+        size: i64,
+        /// The level was not in the server's book before (set by the sequencer): a
+        /// merge that ends with it removed can leave it out altogether.
+        new_level: bool,
+        /// The book message this record belongs to: `(levels in it, index of this
+        /// one)`. `(1, 0)` for one change; a snapshot or a merged change of K levels is
+        /// K records `(K, 0..K)`; an empty one is one record `(0, 0)` carrying no
+        /// level.
+        group: (u32, u32),
+    },
 }
 
 impl Body {
@@ -107,16 +131,29 @@ impl Body {
         }
     }
 
+    /// One book-level change, alone in its message.
+    pub const fn book(side: Side, price: i64, size: i64) -> Body {
+        Body::Book {
+            side,
+            price,
+            size,
+            new_level: false,
+            group: (1, 0),
+        }
+    }
+
     /// The kind of this body.
     pub const fn kind(&self) -> Kind {
         match self {
             Body::Trade { .. } => Kind::Trade,
             Body::Quote { .. } => Kind::Quote,
+            Body::Book { .. } => Kind::Book,
         }
     }
 
     /// The four values in wire order (trade: price, size, high, low; quote: bid_px,
-    /// bid_sz, ask_px, ask_sz).
+    /// bid_sz, ask_px, ask_sz; book: price, size, side word, group word — see
+    /// [`Body::book_words`]).
     pub const fn values(&self) -> [i64; 4] {
         match *self {
             Body::Trade {
@@ -131,7 +168,27 @@ impl Body {
                 ask_px,
                 ask_sz,
             } => [bid_px, bid_sz, ask_px, ask_sz],
+            Body::Book {
+                side,
+                price,
+                size,
+                new_level,
+                group,
+            } => {
+                let (s, g) = Body::book_words(side, new_level, group);
+                [price, size, s, g]
+            }
         }
+    }
+
+    /// The third and fourth values of a book record: the side word (bits 0–7 the side,
+    /// 0 bid or 1 ask; bit 8 set for a level new to the book) and the group word (bits
+    /// 0–31 the levels in the book message, bits 32–63 this record's index).
+    pub const fn book_words(side: Side, new_level: bool, group: (u32, u32)) -> (i64, i64) {
+        (
+            side as i64 | (new_level as i64) << 8,
+            (group.0 as u64 | (group.1 as u64) << 32) as i64,
+        )
     }
 
     /// A body from its kind and four wire values.
@@ -148,6 +205,17 @@ impl Body {
                 bid_sz: v[1],
                 ask_px: v[2],
                 ask_sz: v[3],
+            },
+            Kind::Book => Body::Book {
+                side: if v[2] & 0xff == 1 {
+                    Side::Ask
+                } else {
+                    Side::Bid
+                },
+                price: v[0],
+                size: v[1],
+                new_level: v[2] & 0x100 != 0,
+                group: (v[3] as u64 as u32, (v[3] as u64 >> 32) as u32),
             },
         }
     }
@@ -245,6 +313,21 @@ mod tests {
                     size: i64::MAX,
                     high: i64::MIN,
                     low: 0,
+                },
+            },
+            Tick {
+                symbol_id: 4,
+                seq: 11,
+                ts_event: 12,
+                ts_recv: 13,
+                flags: Flags::SNAPSHOT,
+                count: 2,
+                body: Body::Book {
+                    side: Side::Ask,
+                    price: -7,
+                    size: 0,
+                    new_level: true,
+                    group: (u32::MAX, 3),
                 },
             },
             Tick {

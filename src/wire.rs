@@ -12,6 +12,7 @@ use rkyv::ser::allocator::SubAllocator;
 use rkyv::ser::writer::Buffer;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::book::{Level, Side};
 use crate::fixed;
 use crate::lvc::TradeSummary;
 
@@ -34,7 +35,7 @@ pub const HEADER_SIZE: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, Serialize, Deserialize)]
 #[rkyv(derive(Debug))]
 pub struct WireRecord {
-    /// 1 = trade, 2 = quote.
+    /// 1 = trade, 2 = quote, 3 = book.
     pub kind: u8,
     /// Bit 0 snapshot, bit 1 conflated, bit 2 replay.
     pub flags: u8,
@@ -52,8 +53,9 @@ pub struct WireRecord {
     pub count: u32,
     /// Zero.
     pub reserved2: u32,
-    /// Trade: price, size, high, low. Quote: bid_px, bid_sz, ask_px, ask_sz. Fixed
-    /// point, units of 10⁻⁸.
+    /// Trade: price, size, high, low. Quote: bid_px, bid_sz, ask_px, ask_sz. Book:
+    /// price, size (fixed point), side word, group word ([`Body::book_words`]). Fixed
+    /// point in units of 10⁻⁸.
     pub values: [i64; 4],
 }
 
@@ -241,8 +243,163 @@ pub fn records(bytes: &[u8]) -> Result<(MessageHeader, Vec<&ArchivedWireRecord>)
     Ok((header, out))
 }
 
-/// Appends the JSON form of `tick` (an object with `"type":"tick"`) to `out`.
+/// One book message: a snapshot (flag `snapshot`: replace the whole book) or changes
+/// (size 0 removes a level) of one symbol's book, as [`encode_book_records`] and
+/// [`write_json_book`] write it.
+#[derive(Debug, Clone, Copy)]
+pub struct BookMessage<'a> {
+    /// Symbol id.
+    pub symbol_id: u32,
+    /// Book sequence number of the last change it includes.
+    pub seq: u64,
+    /// `ts_event` of that change.
+    pub ts_event: u64,
+    /// `ts_recv` of that change.
+    pub ts_recv: u64,
+    /// Snapshot, conflated, replay.
+    pub flags: Flags,
+    /// Book changes it stands for.
+    pub count: u32,
+    /// Bid levels `(price, size)`.
+    pub bids: &'a [Level],
+    /// Ask levels `(price, size)`.
+    pub asks: &'a [Level],
+}
+
+impl BookMessage<'_> {
+    /// Levels it carries.
+    pub fn levels(&self) -> usize {
+        self.bids.len() + self.asks.len()
+    }
+
+    /// Its binary size: one record per level, one for none.
+    pub fn binary_len(&self) -> usize {
+        self.levels().max(1) * RECORD_SIZE
+    }
+}
+
+/// Encodes a book message as binary records, one per level (`group` = (levels,
+/// index)), or one record of group `(0, 0)` when it carries no level, handing each
+/// to `emit`.
+pub fn encode_book_records(m: &BookMessage<'_>, mut emit: impl FnMut(&[u8; RECORD_SIZE])) {
+    let n = m.levels() as u32;
+    let mut out = [0u8; RECORD_SIZE];
+    let mut tick = Tick {
+        symbol_id: m.symbol_id,
+        seq: m.seq,
+        ts_event: m.ts_event,
+        ts_recv: m.ts_recv,
+        flags: m.flags,
+        count: m.count,
+        body: Body::Book {
+            side: Side::Bid,
+            price: 0,
+            size: 0,
+            new_level: false,
+            group: (0, 0),
+        },
+    };
+    if n == 0 {
+        encode_record(&tick, &mut out);
+        emit(&out);
+        return;
+    }
+    let levels = m
+        .bids
+        .iter()
+        .map(|l| (Side::Bid, l))
+        .chain(m.asks.iter().map(|l| (Side::Ask, l)));
+    for (i, (side, &(price, size))) in levels.enumerate() {
+        tick.body = Body::Book {
+            side,
+            price,
+            size,
+            new_level: false,
+            group: (n, i as u32),
+        };
+        encode_record(&tick, &mut out);
+        emit(&out);
+    }
+}
+
+/// Appends the JSON form of a book message to `out`:
+///
+/// ```json
+/// {"type":"book","symbol":"SYM0","seq":7,"ts_event":1,"ts_recv":2,"flags":["snapshot"],
+///  "count":1,"bids":[["101.25","3"]],"asks":[["101.5","1"]]}
+/// ```
+pub fn write_json_book(m: &BookMessage<'_>, symbol: &str, out: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"type\":\"book\",\"symbol\":\"");
+    // Symbol names are restricted to characters that need no escaping.
+    out.extend_from_slice(symbol.as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    out.extend_from_slice(n.format(m.seq).as_bytes());
+    out.extend_from_slice(b",\"ts_event\":");
+    out.extend_from_slice(n.format(m.ts_event).as_bytes());
+    out.extend_from_slice(b",\"ts_recv\":");
+    out.extend_from_slice(n.format(m.ts_recv).as_bytes());
+    write_json_flags(m.flags, out);
+    out.extend_from_slice(b",\"count\":");
+    out.extend_from_slice(n.format(m.count).as_bytes());
+    for (name, levels) in [(&b",\"bids\":["[..], m.bids), (b"],\"asks\":[", m.asks)] {
+        out.extend_from_slice(name);
+        for (i, &(price, size)) in levels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"[\"");
+            fixed::write(price, out);
+            out.extend_from_slice(b"\",\"");
+            fixed::write(size, out);
+            out.extend_from_slice(b"\"]");
+        }
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `,"flags":[…]`.
+fn write_json_flags(flags: Flags, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"flags\":[");
+    let mut first = true;
+    for (flag, name) in Flags::NAMES {
+        if flags.contains(flag) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b']');
+}
+
+/// Appends the JSON form of `tick` (an object with `"type":"tick"`; a book change is a
+/// one-level `"type":"book"` message, [`write_json_book`]) to `out`.
 pub fn write_json_tick(tick: &Tick, symbol: &str, out: &mut Vec<u8>) {
+    if let Body::Book {
+        side, price, size, ..
+    } = tick.body
+    {
+        let level = [(price, size)];
+        let (bids, asks): (&[Level], &[Level]) = match side {
+            Side::Bid => (&level, &[]),
+            Side::Ask => (&[], &level),
+        };
+        let m = BookMessage {
+            symbol_id: tick.symbol_id,
+            seq: tick.seq,
+            ts_event: tick.ts_event,
+            ts_recv: tick.ts_recv,
+            flags: tick.flags,
+            count: tick.count,
+            bids,
+            asks,
+        };
+        return write_json_book(&m, symbol, out);
+    }
     let mut n = itoa::Buffer::new();
     out.extend_from_slice(b"{\"type\":\"tick\",\"symbol\":\"");
     // Symbol names are restricted to characters that need no escaping.
@@ -255,24 +412,13 @@ pub fn write_json_tick(tick: &Tick, symbol: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(n.format(tick.ts_event).as_bytes());
     out.extend_from_slice(b",\"ts_recv\":");
     out.extend_from_slice(n.format(tick.ts_recv).as_bytes());
-    out.extend_from_slice(b",\"flags\":[");
-    let mut first = true;
-    for (flag, name) in Flags::NAMES {
-        if tick.flags.contains(flag) {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'"');
-        }
-    }
-    out.extend_from_slice(b"],\"count\":");
+    write_json_flags(tick.flags, out);
+    out.extend_from_slice(b",\"count\":");
     out.extend_from_slice(n.format(tick.count).as_bytes());
     let names: [&[u8]; 4] = match tick.body.kind() {
         Kind::Trade => [b"price", b"size", b"high", b"low"],
         Kind::Quote => [b"bid_px", b"bid_sz", b"ask_px", b"ask_sz"],
+        Kind::Book => unreachable!("book changes are written above"),
     };
     for (name, value) in names.iter().zip(tick.body.values()) {
         out.extend_from_slice(b",\"");

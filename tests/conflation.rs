@@ -107,6 +107,7 @@ fn inject(
                     t.quotes += 1;
                     t.last_quote = Some(b);
                 }
+                Body::Book { .. } => unreachable!("body() makes trades and quotes"),
             }
             tx.send(FeedTick {
                 symbol: Symbol::new(&sym).unwrap(),

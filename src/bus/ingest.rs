@@ -76,10 +76,14 @@ struct Pending {
 /// Per symbol: trade, quote.
 type Shadow = [Pending; 2];
 
-fn slot(kind: Kind) -> usize {
+/// A kind's place in a [`Shadow`]; `None` for book changes, which a standby does not
+/// shadow (a takeover publishes no book: book subscribers resynchronise from the
+/// changes that follow, see `docs/architecture.md`, Order books).
+fn slot(kind: Kind) -> Option<usize> {
     match kind {
-        Kind::Trade => 0,
-        Kind::Quote => 1,
+        Kind::Trade => Some(0),
+        Kind::Quote => Some(1),
+        Kind::Book => None,
     }
 }
 
@@ -144,7 +148,10 @@ impl Ingest {
         if idx >= self.shadow.len() {
             self.shadow.resize(idx + 1, Shadow::default());
         }
-        let p = &mut self.shadow[idx][slot(ft.body.kind())];
+        let Some(slot) = slot(ft.body.kind()) else {
+            return;
+        };
+        let p = &mut self.shadow[idx][slot];
         if ft.ts_event > p.leader_ts {
             p.latest = Some((ft.ts_event, ft.body));
             p.count = p.count.saturating_add(1);
@@ -158,7 +165,10 @@ impl Ingest {
         if idx >= shadow.len() {
             shadow.resize(idx + 1, Shadow::default());
         }
-        let p = &mut shadow[idx][slot(tick.body.kind())];
+        let Some(slot) = slot(tick.body.kind()) else {
+            return;
+        };
+        let p = &mut shadow[idx][slot];
         p.leader_ts = p.leader_ts.max(tick.ts_event);
         if p.latest.is_some_and(|(ts, _)| ts <= p.leader_ts) {
             p.latest = None;

@@ -278,6 +278,7 @@ fn value_names(kind: Kind) -> [&'static str; 4] {
     match kind {
         Kind::Trade => ["price", "size", "high", "low"],
         Kind::Quote => ["bid_px", "bid_sz", "ask_px", "ask_sz"],
+        Kind::Book => ["price", "size", "side", "group"],
     }
 }
 
@@ -443,6 +444,12 @@ impl<W: Write> RowWriter for Text<W> {
         let body = match t.body.kind() {
             Kind::Trade => format!("trade {} x {}", v[0], v[1]),
             Kind::Quote => format!("quote {} x {} / {} x {}", v[0], v[1], v[2], v[3]),
+            Kind::Book => match t.body {
+                crate::tick::Body::Book { side, .. } => {
+                    format!("book {side:?} {} x {}", v[0], v[1])
+                }
+                _ => String::new(),
+            },
         };
         let name = row
             .symbol

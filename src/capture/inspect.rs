@@ -163,6 +163,9 @@ pub fn inspect<R: Read>(
                                 info.quotes += 1;
                                 s.quotes += 1;
                             }
+                            // Book changes are numbered apart from trades and quotes:
+                            // counted as records, left out of the sequence ranges.
+                            Some(Kind::Book) => continue,
                             None => {
                                 info.unknown_kind += 1;
                                 continue;

@@ -155,6 +155,10 @@ impl Session {
         let len = buf.len();
         let batch = Batch::new(buf, self.names.clone())?;
         for r in batch.records() {
+            if r.kind == crate::tick::Kind::Book as u8 {
+                // Numbered apart: a `BookTracker` accounts for book changes.
+                continue;
+            }
             self.gaps.observe(
                 r.symbol_id.to_native(),
                 r.seq.to_native(),

@@ -24,8 +24,9 @@ use serde_json::json;
 
 use super::core::{ConnId, Core};
 use super::subscriptions::SubKey;
+use crate::book::{Level, Side};
 use crate::tick::{Body, Flags, Tick};
-use crate::wire::OP_TEXT;
+use crate::wire::{BookMessage, OP_TEXT};
 
 impl Core {
     /// Whether `key`'s queue is over its budget (bytes or age).
@@ -87,6 +88,7 @@ impl Core {
         sub.pending = false;
         let mut out: [Option<Tick>; 2] = [None, None];
         let mut merged = 0;
+        let mut book = None;
         if let Some(c) = sub.merged.as_mut() {
             merged = c.pending_count();
             let mut i = 0;
@@ -94,6 +96,7 @@ impl Core {
                 out[i] = Some(t);
                 i += 1;
             });
+            book = c.take_book();
         }
         if sub.rate.interval_ns() == 0 {
             // Kept only by subscriptions that merge between every delivery.
@@ -104,7 +107,59 @@ impl Core {
         for t in out.into_iter().flatten() {
             self.push_tick(conn, &t, now);
         }
+        if let Some(b) = book {
+            self.release_book(sk, &b, now);
+        }
         merged
+    }
+
+    /// Sends what subscription `sk` merged of its book: the merged changes, or past
+    /// the bound a fresh snapshot (which also covers any change the core has not read
+    /// yet: those are then skipped).
+    fn release_book(&mut self, sk: SubKey, b: &BookMerge, now: u64) {
+        let Some(sub) = self.subs.get(sk) else {
+            return;
+        };
+        let (conn, symbol) = (sub.conn, sub.symbol);
+        let count = b.count.max(1);
+        let conflated = if count > 1 {
+            Flags::CONFLATED
+        } else {
+            Flags::empty()
+        };
+        if b.overflow {
+            let snap = self.lvc.book(symbol);
+            if let Some(sub) = self.subs.get_mut(sk) {
+                sub.book_seq = sub.book_seq.max(snap.seq);
+            }
+            let m = BookMessage {
+                symbol_id: symbol,
+                seq: snap.seq,
+                ts_event: snap.ts_event,
+                ts_recv: snap.ts_recv,
+                flags: Flags::SNAPSHOT.with(conflated),
+                count,
+                bids: &snap.bids,
+                asks: &snap.asks,
+            };
+            self.push_book(conn, &m, now);
+            return;
+        }
+        let Some(last) = b.last else {
+            return;
+        };
+        let (bids, asks) = b.changes();
+        let m = BookMessage {
+            symbol_id: symbol,
+            seq: last.seq,
+            ts_event: last.ts_event,
+            ts_recv: last.ts_recv,
+            flags: b.flags.with(conflated),
+            count,
+            bids: &bids,
+            asks: &asks,
+        };
+        self.push_book(conn, &m, now);
     }
 
     /// Releases the rate-limited subscriptions whose interval is up, and finds when
@@ -139,10 +194,12 @@ impl Core {
 }
 
 /// Merge state of one subscription.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conflator {
     trade: Option<Tick>,
     quote: Option<Tick>,
+    /// Book changes merged, made on the first one.
+    book: Option<Box<BookMerge>>,
 }
 
 impl Conflator {
@@ -151,12 +208,45 @@ impl Conflator {
         Conflator {
             trade: None,
             quote: None,
+            book: None,
         }
     }
 
-    /// Merges `tick` into the pending state.
+    /// Merges `tick` into the pending state; book changes keep at most `book_levels`
+    /// distinct levels ([`BookMerge::absorb`]).
+    pub fn absorb_bounded(&mut self, tick: &Tick, book_levels: usize) {
+        if let Body::Book { .. } = tick.body {
+            self.book
+                .get_or_insert_with(Box::default)
+                .absorb(tick, book_levels);
+        } else {
+            self.absorb(tick);
+        }
+    }
+
+    /// Makes the next release send a fresh book snapshot (a snapshot became due while
+    /// the connection conflated).
+    pub fn want_book_snapshot(&mut self) {
+        let b = self.book.get_or_insert_with(Box::default);
+        b.overflow = true;
+        b.levels = Vec::new();
+    }
+
+    /// The book changes merged, if any.
+    pub fn book(&self) -> Option<&BookMerge> {
+        self.book.as_deref()
+    }
+
+    /// Takes the book changes merged.
+    pub fn take_book(&mut self) -> Option<Box<BookMerge>> {
+        self.book.take()
+    }
+
+    /// Merges `tick` into the pending state (a book change with the default bound,
+    /// [`DEFAULT_MERGE_LEVELS`]).
     pub fn absorb(&mut self, tick: &Tick) {
         match tick.body {
+            Body::Book { .. } => self.absorb_bounded(tick, DEFAULT_MERGE_LEVELS),
             Body::Quote { .. } => {
                 let count = self.quote.map_or(0, |q| q.count);
                 let flags = self.quote.map_or(Flags::empty(), |q| q.flags);
@@ -203,16 +293,19 @@ impl Conflator {
 
     /// Whether anything is pending.
     pub fn is_empty(&self) -> bool {
-        self.trade.is_none() && self.quote.is_none()
+        self.trade.is_none() && self.quote.is_none() && self.book.is_none()
     }
 
     /// Updates absorbed and not yet emitted.
     pub fn pending_count(&self) -> u64 {
-        u64::from(self.trade.map_or(0, |t| t.count)) + u64::from(self.quote.map_or(0, |q| q.count))
+        u64::from(self.trade.map_or(0, |t| t.count))
+            + u64::from(self.quote.map_or(0, |q| q.count))
+            + self.book.as_ref().map_or(0, |b| u64::from(b.count))
     }
 
-    /// Emits the pending records in sequence order and clears the state. A record that
-    /// stands for more than one update is flagged `conflated`.
+    /// Emits the pending trade and quote records in sequence order and clears them
+    /// (book changes stay, for [`Conflator::take_book`]). A record that stands for
+    /// more than one update is flagged `conflated`.
     pub fn drain(&mut self, mut emit: impl FnMut(Tick)) {
         let mut out = [self.trade.take(), self.quote.take()];
         if let [Some(t), Some(q)] = out {
@@ -226,6 +319,86 @@ impl Conflator {
             }
             emit(t);
         }
+    }
+}
+
+/// Distinct levels a [`BookMerge`] holds by default before it gives up for a snapshot:
+/// twice the default `max_book_levels` (a whole book's worth of changes on each side).
+pub const DEFAULT_MERGE_LEVELS: usize = 2 * crate::lvc::DEFAULT_MAX_BOOK_LEVELS;
+
+/// The book changes one subscription merged while it could not send them.
+///
+/// Keyed by (side, price): the latest size wins; a level the server's book did not
+/// hold before the first change merged here (`new_level`) and that ends removed is
+/// left out, since the client never had it. Applied to the client's book — which is
+/// the server's as of the change before the first one merged — the result is exactly
+/// the server's book as of `last.seq`. Past `bound` distinct levels the changes are
+/// dropped and `overflow` set: a snapshot then costs no more than the changes would.
+/// Memory: at most `bound` levels, only while merging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookMerge {
+    /// `(side, price) → (size, new_level)`, sorted: bids, then asks, by price.
+    levels: Vec<((Side, i64), (i64, bool))>,
+    /// Book changes absorbed.
+    pub count: u32,
+    /// The last change absorbed (its sequence number, times and flags stand for the
+    /// merged message).
+    pub last: Option<Tick>,
+    /// Flags of every change absorbed.
+    pub flags: Flags,
+    /// More than the bound: send a snapshot instead.
+    pub overflow: bool,
+}
+
+impl BookMerge {
+    /// Merges one book change, keeping at most `bound` distinct levels.
+    pub fn absorb(&mut self, tick: &Tick, bound: usize) {
+        let Body::Book {
+            side,
+            price,
+            size,
+            new_level,
+            ..
+        } = tick.body
+        else {
+            return;
+        };
+        self.count = self.count.saturating_add(tick.count.max(1));
+        self.flags = self.flags.with(tick.flags);
+        self.last = Some(*tick);
+        if self.overflow {
+            return;
+        }
+        match self.levels.binary_search_by_key(&(side, price), |e| e.0) {
+            // The first change of a level decides whether the client had it.
+            Ok(i) => self.levels[i].1 .0 = size,
+            Err(i) => {
+                if self.levels.len() >= bound {
+                    self.overflow = true;
+                    self.levels = Vec::new();
+                    return;
+                }
+                self.levels.insert(i, ((side, price), (size, new_level)));
+            }
+        }
+    }
+
+    /// The merged levels to send, `(bids, asks)` best first: every level whose size
+    /// changed, except those added and removed again meanwhile.
+    pub fn changes(&self) -> (Vec<Level>, Vec<Level>) {
+        let mut bids = Vec::new();
+        let mut asks = Vec::new();
+        for &((side, price), (size, new_level)) in &self.levels {
+            if new_level && size == 0 {
+                continue;
+            }
+            match side {
+                Side::Bid => bids.push((price, size)),
+                Side::Ask => asks.push((price, size)),
+            }
+        }
+        bids.reverse();
+        (bids, asks)
     }
 }
 
@@ -457,6 +630,61 @@ mod tests {
         assert_eq!(out.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2]);
         assert!(out[0].flags.contains(Flags::SNAPSHOT));
         assert!(!out[0].flags.contains(Flags::CONFLATED));
+    }
+
+    fn level(seq: u64, side: Side, price: i64, size: i64, new_level: bool) -> Tick {
+        Tick {
+            body: Body::Book {
+                side,
+                price,
+                size,
+                new_level,
+                group: (1, 0),
+            },
+            ..trade(seq, 0, 0)
+        }
+    }
+
+    #[test]
+    fn book_changes_merge_per_level() {
+        let mut c = Conflator::new();
+        c.absorb(&level(1, Side::Bid, 100, 5, false)); // a level the client has
+        c.absorb(&level(2, Side::Bid, 99, 1, true)); // added…
+        c.absorb(&level(3, Side::Bid, 100, 7, false)); // latest size wins
+        c.absorb(&level(4, Side::Bid, 99, 0, false)); // …and removed: vanishes
+        c.absorb(&level(5, Side::Ask, 101, 0, false)); // a removal the client needs
+        c.absorb(&level(6, Side::Bid, 98, 0, false)); // removed…
+        c.absorb(&level(7, Side::Bid, 98, 2, true)); // …and back: its new size
+        c.absorb(&quote(8, 50));
+        assert_eq!(c.pending_count(), 8);
+        assert_eq!(
+            drained(&mut c).len(),
+            1,
+            "the quote; the book waits for take_book"
+        );
+        let b = c.take_book().unwrap();
+        assert_eq!(
+            (b.count, b.last.map(|t| t.seq), b.overflow),
+            (7, Some(7), false)
+        );
+        assert_eq!(b.changes(), (vec![(100, 7), (98, 2)], vec![(101, 0)]));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn book_merge_past_its_bound_asks_for_a_snapshot() {
+        let mut m = BookMerge::default();
+        for p in 0..4 {
+            m.absorb(&level(p as u64 + 1, Side::Ask, p, 1, true), 3);
+        }
+        assert!(m.overflow);
+        assert_eq!(m.changes(), (vec![], vec![]), "levels let go");
+        m.absorb(&level(5, Side::Ask, 9, 1, true), 3);
+        assert_eq!(
+            (m.count, m.last.map(|t| t.seq)),
+            (5, Some(5)),
+            "still counted"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde_json::{json, Value};
 
 use super::core::{ConnId, Core};
-use crate::protocol::{self, ClientMessage, ProtocolError, Selection};
+use crate::protocol::{self, Channels, ClientMessage, ProtocolError, Selection};
 
 /// A control-message budget: `rate` tokens a second, at most `burst` saved up.
 /// Sans-IO: the caller passes `now`.
@@ -133,6 +133,8 @@ impl Core {
                 format,
                 max_rate,
                 resume,
+                resume_book,
+                channels,
                 summary,
             } => {
                 let ids = self.resolve(key, &symbols)?;
@@ -159,15 +161,16 @@ impl Core {
                     }
                 }
                 if symbols == Selection::All {
-                    conn.wildcard = Some(rate);
+                    conn.wildcard = Some((rate, channels.unwrap_or_default()));
                 }
                 let format = conn.format;
-                let added = self.add_subs(key, &ids, rate, now);
+                let (added, book_added) = self.add_subs(key, &ids, rate, channels, now);
                 let names: Vec<String> = ids.iter().map(|&i| self.name(i).to_string()).collect();
                 let mut ack = json!({
                     "type": "subscribed",
                     "symbols": names,
                     "format": format.name(),
+                    "channels": channels.unwrap_or_default().names(),
                 });
                 if let Some(r) = max_rate {
                     ack["max_rate"] = json!(r);
@@ -178,12 +181,18 @@ impl Core {
                     let map = self.symbols_message(&added);
                     self.push_control(key, &map, now);
                 }
-                let resume: HashMap<u32, u64> = resume
-                    .iter()
-                    .filter_map(|(name, seq)| Some((self.symbols.id_of(name)?, *seq)))
-                    .filter(|(id, _)| added.contains(id))
-                    .collect();
+                let points = |list: &[(String, u64)], ids: &[u32]| -> HashMap<u32, u64> {
+                    list.iter()
+                        .filter_map(|(name, seq)| Some((self.symbols.id_of(name)?, *seq)))
+                        .filter(|(id, _)| ids.contains(id))
+                        .collect()
+                };
+                let resume = points(&resume, &added);
+                let mut book_ids = added.clone();
+                book_ids.extend_from_slice(&book_added);
+                let resume_book = points(&resume_book, &book_ids);
                 self.start_subscriptions(key, &added, &resume, summary, now);
+                self.start_books(key, &book_ids, &resume_book, now);
                 Ok(())
             }
             ClientMessage::Unsubscribe { symbols } => {
@@ -208,28 +217,47 @@ impl Core {
         }
     }
 
-    /// Subscribes `key` to `ids` it does not hold yet; retunes the rate of those it
-    /// holds. Returns the newly added ids.
+    /// Subscribes `key` to `ids` it does not hold yet, on `channels` (default: trades
+    /// and quotes); retunes the rate of those it holds, and their channels when
+    /// `channels` is given. Returns the newly added ids, and the held ones that gained
+    /// the book channel.
     pub(super) fn add_subs(
         &mut self,
         key: ConnId,
         ids: &[u32],
         max_rate: f64,
+        channels: Option<Channels>,
         now: u64,
-    ) -> Vec<u32> {
+    ) -> (Vec<u32>, Vec<u32>) {
         let mut added = Vec::new();
+        let mut book_added = Vec::new();
         let mut list = std::mem::take(&mut self.conns[key].subs);
         for &id in ids {
             if id as usize >= self.seen_seq.len() {
                 self.seen_seq.resize(id as usize + 1, 0);
+                self.seen_book_seq.resize(id as usize + 1, 0);
             }
             if let Some(sk) = super::subscriptions::find(&list, id) {
                 if let Some(sub) = self.subs.get_mut(sk) {
                     sub.rate.retune(max_rate, now);
+                    if let Some(c) = channels {
+                        if c.contains(Channels::BOOK) && !sub.channels.contains(Channels::BOOK) {
+                            book_added.push(id);
+                        }
+                        if !c.contains(Channels::BOOK) {
+                            // What it merged of the book is not wanted any more.
+                            sub.book_seq = 0;
+                            if let Some(m) = sub.merged.as_mut() {
+                                m.take_book();
+                            }
+                        }
+                        sub.channels = c;
+                    }
                 }
                 continue;
             }
-            if self.subs.add(key, &mut list, id, max_rate).is_some() {
+            let c = channels.unwrap_or_default();
+            if self.subs.add(key, &mut list, id, max_rate, c).is_some() {
                 added.push(id);
             }
         }
@@ -240,7 +268,7 @@ impl Core {
             .subscriptions
             .store(conn.subs.len() as u64, Relaxed);
         self.core_stats().subscriptions.fetch_add(n, Relaxed);
-        added
+        (added, book_added)
     }
 
     fn remove_sub(&mut self, key: ConnId, id: u32) -> bool {

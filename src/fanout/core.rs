@@ -36,10 +36,11 @@ use super::subscriptions::{SubKey, Subscriptions};
 use crate::auth::Entitlements;
 use crate::config::Config;
 use crate::lvc::LastValueCache;
+use crate::protocol::Channels;
 use crate::ring::{Read, Reader, Ring};
 use crate::stats::{ConnStats, CoreStats, Stats};
 use crate::symbol::{Symbol, SymbolTable};
-use crate::tick::Tick;
+use crate::tick::{Kind, Tick};
 use crate::wire::frame::{Flow, FrameReader, Message};
 use crate::wire::{self, CloseCode, OP_CLOSE, OP_PONG, OP_TEXT, RECORD_SIZE};
 
@@ -83,6 +84,9 @@ pub struct Settings {
     /// How long a resume ahead of this node waits for it (`resume_wait_ms`; 0 on a
     /// standalone node, which numbers its own ticks).
     pub resume_wait_ns: u64,
+    /// Distinct book levels one subscription merges before it sends a fresh snapshot
+    /// instead (twice `max_book_levels`: past that, a snapshot is no larger).
+    pub book_merge_levels: usize,
 }
 
 impl Settings {
@@ -112,6 +116,7 @@ impl Settings {
                 crate::bus::Role::Standalone => 0,
                 _ => config.resume_wait_ms * ms,
             },
+            book_merge_levels: 2 * config.max_book_levels,
         }
     }
 }
@@ -152,8 +157,9 @@ pub struct Conn {
     pub(super) format: Format,
     /// `(symbol id, subscription)`, sorted by symbol.
     pub(super) subs: Vec<(u32, SubKey)>,
-    /// Subscribed to `*` at this `max_rate`: new symbols are added as they appear.
-    pub(super) wildcard: Option<f64>,
+    /// Subscribed to `*` at this `max_rate` and on these channels: new symbols are
+    /// added as they appear.
+    pub(super) wildcard: Option<(f64, Channels)>,
     /// On the core's ready list.
     pub(super) ready: bool,
     /// The socket was full; the session writes when it drains.
@@ -259,6 +265,8 @@ pub struct Core {
     /// Highest sequence this core has read from the ring, per symbol id: what a resume
     /// must replay up to.
     pub(super) seen_seq: Vec<u64>,
+    /// The same for book changes.
+    pub(super) seen_book_seq: Vec<u64>,
     /// `(ts_recv, ts_event)` of the ticks queued to at least one connection in this
     /// batch.
     pub(super) batch_ts: Vec<(u64, u64)>,
@@ -318,6 +326,7 @@ impl Core {
             names: Vec::new(),
             json: Vec::with_capacity(512),
             seen_seq: Vec::new(),
+            seen_book_seq: Vec::new(),
             batch_ts: Vec::new(),
             latency: crate::stats::new_latency_histogram(),
             last_publish_ns: 0,
@@ -923,6 +932,31 @@ impl Core {
         }
     }
 
+    /// Appends one book message to `key`: in binary, one record per level, kept in
+    /// one WebSocket message; in JSON, one object.
+    pub(super) fn push_book(&mut self, key: ConnId, m: &wire::BookMessage<'_>, now: u64) {
+        match self.conns[key].format {
+            Format::Binary => {
+                self.conns[key]
+                    .out
+                    .make_room(Format::Binary, m.binary_len(), now);
+                let mut records = Vec::with_capacity(m.binary_len());
+                wire::encode_book_records(m, |r| records.extend_from_slice(r));
+                for r in records.chunks_exact(RECORD_SIZE) {
+                    self.push_record(key, r, now);
+                }
+            }
+            Format::Json => {
+                let name = self.name(m.symbol_id);
+                let mut json = std::mem::take(&mut self.json);
+                json.clear();
+                wire::write_json_book(m, name.as_str(), &mut json);
+                self.push_record(key, &json, now);
+                self.json = json;
+            }
+        }
+    }
+
     // ---- the data path -----------------------------------------------------------
 
     /// The ring slots published by now: the shell takes this mark, then reads its
@@ -983,10 +1017,18 @@ impl Core {
         if sym >= self.seen_seq.len() {
             self.grow_symbols(sym + 1, now);
         }
-        self.seen_seq[sym] = self.seen_seq[sym].max(t.seq);
+        let kind = t.body.kind();
+        let book = kind == Kind::Book;
+        let seen = if book {
+            &mut self.seen_book_seq[sym]
+        } else {
+            &mut self.seen_seq[sym]
+        };
+        *seen = (*seen).max(t.seq);
         if self.subs.of_symbol(t.symbol_id).is_empty() {
             return;
         }
+        let merge_levels = self.settings.book_merge_levels;
         let high_water = self.settings.high_water_bytes;
         let max_age_ns = self.settings.max_queue_age_ns;
         let mut bin = [0u8; RECORD_SIZE];
@@ -1000,17 +1042,25 @@ impl Core {
             let Some(sub) = self.subs.get_mut(sk) else {
                 continue;
             };
-            if t.seq <= sub.last_seq {
+            if !sub.channels.carries(kind) {
                 continue;
             }
-            sub.last_seq = t.seq;
+            let last = if book {
+                &mut sub.book_seq
+            } else {
+                &mut sub.last_seq
+            };
+            if t.seq <= *last {
+                continue;
+            }
+            *last = t.seq;
             let key = sub.conn;
             let conn = &mut self.conns[key];
             if !conn.live() {
                 continue;
             }
             if conn.conflating || !sub.rate.allows(now) {
-                sub.conflator().absorb(t);
+                sub.conflator().absorb_bounded(t, merge_levels);
                 conn.conflated_updates += 1;
                 self.counters.conflated_updates += 1;
                 if !sub.pending {
@@ -1026,7 +1076,7 @@ impl Core {
             if sub.pending {
                 // Merged updates are still waiting (the rate was just raised): they go
                 // first, merged with this tick, so sequence order holds.
-                sub.conflator().absorb(t);
+                sub.conflator().absorb_bounded(t, merge_levels);
                 self.release(sk, now);
                 queued = true;
                 continue;
@@ -1077,14 +1127,15 @@ impl Core {
     fn grow_symbols(&mut self, len: usize, now: u64) {
         let from = self.seen_seq.len();
         self.seen_seq.resize(len, 0);
+        self.seen_book_seq.resize(len, 0);
         self.subs.grow(len);
-        let wild: Vec<(ConnId, f64)> = self
+        let wild: Vec<(ConnId, (f64, Channels))> = self
             .conns
             .iter()
             .filter(|(_, c)| c.live())
-            .filter_map(|(k, c)| c.wildcard.map(|r| (k, r)))
+            .filter_map(|(k, c)| c.wildcard.map(|w| (k, w)))
             .collect();
-        for (key, rate) in wild {
+        for (key, (rate, channels)) in wild {
             let ent = self.conns[key].entitlements.clone();
             let ids: Vec<u32> = (from as u32..len as u32)
                 .filter(|&id| {
@@ -1092,7 +1143,7 @@ impl Core {
                         .is_none_or(|e| e.allows(self.name(id).as_str()))
                 })
                 .collect();
-            let added = self.add_subs(key, &ids, rate, now);
+            let added = self.add_subs(key, &ids, rate, Some(channels), now).0;
             if !added.is_empty() {
                 let msg = self.symbols_message(&added);
                 self.push_control(key, &msg, now);

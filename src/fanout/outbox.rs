@@ -207,6 +207,18 @@ impl Outbox {
         self.records += 1;
     }
 
+    /// Closes the open data message if `bytes` more bytes of records in `format` would
+    /// not fit in it, so that records that belong together (a book message's levels)
+    /// travel in one WebSocket message.
+    pub fn make_room(&mut self, format: Format, bytes: usize, now_ns: u64) {
+        if let Some(open) = self.open {
+            let payload = self.buf.len() - open.start - RESERVE;
+            if open.format == format && payload + bytes > MAX_DATA_PAYLOAD {
+                self.finish(now_ns);
+            }
+        }
+    }
+
     /// Closes the open data message, stamping `ts_out = now_ns` into a binary header.
     pub fn finish(&mut self, now_ns: u64) {
         let Some(open) = self.open.take() else {

@@ -30,10 +30,11 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::core::{ConnId, Core};
 use super::subscriptions::SubKey;
-use crate::lvc::{Latest, TradeSummary};
+use crate::lvc::{BookSnapshot, Latest, TradeSummary};
+use crate::protocol::Channels;
 use crate::symbol::Symbol;
-use crate::tick::{Flags, Tick};
-use crate::wire;
+use crate::tick::{Flags, Kind, Tick};
+use crate::wire::{self, BookMessage};
 
 /// A resume waiting for this node to reach the client's resume point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl Core {
         summary: bool,
         now: u64,
     ) {
-        let replays = self.replay_from_ring(resume);
+        let replays = self.replay_from_ring(resume, false);
         let wait = self.settings.resume_wait_ns;
         let snapshots: Vec<(u32, Latest, TradeSummary)> = added
             .iter()
@@ -110,6 +111,92 @@ impl Core {
                 _ => self.snapshot_sub(sk, &latest, now),
             }
         }
+    }
+
+    /// Starts the book of each of `key`'s subscriptions of `ids` that carries the book
+    /// channel: the changes after `resume`'s point replayed from the ring when it
+    /// still has every one of them (flagged `replay`), else the current book flagged
+    /// `snapshot`. Live changes follow from the ring, each numbered one above the last.
+    pub(super) fn start_books(
+        &mut self,
+        key: ConnId,
+        ids: &[u32],
+        resume: &HashMap<u32, u64>,
+        now: u64,
+    ) {
+        let wanted: Vec<(u32, SubKey)> = ids
+            .iter()
+            .filter_map(|&sym| {
+                let sk = super::subscriptions::find(&self.conns[key].subs, sym)?;
+                let sub = self.subs.get(sk)?;
+                sub.channels.contains(Channels::BOOK).then_some((sym, sk))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let replays = self.replay_from_ring(resume, true);
+        for (sym, sk) in wanted {
+            match (resume.get(&sym), replays.get(&sym)) {
+                (Some(&from), Some(Some(ticks))) => {
+                    if let Some(sub) = self.subs.get_mut(sk) {
+                        sub.book_seq = from;
+                    }
+                    for t in ticks {
+                        let replay = Tick {
+                            flags: t.flags.with(Flags::REPLAY),
+                            ..*t
+                        };
+                        self.deliver_one(sk, &replay, now);
+                    }
+                }
+                _ => {
+                    if let Some(sub) = self.subs.get_mut(sk) {
+                        sub.book_seq = 0;
+                    }
+                    let book = self.lvc.book(sym);
+                    self.book_snapshot_sub(sk, &book, now);
+                }
+            }
+        }
+    }
+
+    /// Sends subscription `sk` the whole `book` flagged snapshot, unless it has that
+    /// book already (or a later one); a conflating connection gets it when it
+    /// leaves conflation, as a fresh snapshot then.
+    pub(super) fn book_snapshot_sub(&mut self, sk: SubKey, book: &BookSnapshot, now: u64) {
+        let Some(sub) = self.subs.get_mut(sk) else {
+            return;
+        };
+        if !sub.channels.contains(Channels::BOOK) || (sub.book_seq > 0 && book.seq <= sub.book_seq)
+        {
+            return;
+        }
+        sub.book_seq = book.seq;
+        let key = sub.conn;
+        let conn = &mut self.conns[key];
+        if !conn.live() {
+            return;
+        }
+        if conn.conflating {
+            sub.conflator().want_book_snapshot();
+            if !sub.pending {
+                sub.pending = true;
+                self.pending.push(sk);
+            }
+            return;
+        }
+        let m = BookMessage {
+            symbol_id: sub.symbol,
+            seq: book.seq,
+            ts_event: book.ts_event,
+            ts_recv: book.ts_recv,
+            flags: Flags::SNAPSHOT,
+            count: 1,
+            bids: &book.bids,
+            asks: &book.asks,
+        };
+        self.push_book(key, &m, now);
     }
 
     /// Makes subscription `sk` wait until `until_ns` for this node to read `from`.
@@ -193,6 +280,21 @@ impl Core {
             if let Some(seen) = self.seen_seq.get_mut(sym) {
                 *seen = (*seen).max(latest.seq());
             }
+            let books = self.subs.of_symbol(sym as u32).iter().any(|&sk| {
+                self.subs
+                    .get(sk)
+                    .is_some_and(|s| s.channels.contains(Channels::BOOK))
+            });
+            if books {
+                let book = self.lvc.book(sym as u32);
+                if let Some(seen) = self.seen_book_seq.get_mut(sym) {
+                    *seen = (*seen).max(book.seq);
+                }
+                for i in 0..self.subs.of_symbol(sym as u32).len() {
+                    let sk = self.subs.of_symbol(sym as u32)[i];
+                    self.book_snapshot_sub(sk, &book, now);
+                }
+            }
             for t in latest.in_seq_order() {
                 let snap = Tick {
                     flags: t.flags.with(Flags::SNAPSHOT),
@@ -216,8 +318,10 @@ impl Core {
         self.resync_seen = generation;
         if restart {
             self.seen_seq.fill(0);
+            self.seen_book_seq.fill(0);
             for sub in self.subs.iter_mut() {
                 sub.last_seq = 0;
+                sub.book_seq = 0;
                 sub.pending = false;
                 sub.merged = None;
                 sub.resume_until_ns = 0;
@@ -233,20 +337,30 @@ impl Core {
     /// Delivers one tick to one subscription, unless it already has it (cold paths:
     /// snapshots, replays, lap recovery). A conflating connection merges it.
     pub(super) fn deliver_one(&mut self, sk: SubKey, t: &Tick, now: u64) {
+        let merge_levels = self.settings.book_merge_levels;
         let Some(sub) = self.subs.get_mut(sk) else {
             return;
         };
-        if t.seq <= sub.last_seq {
+        let kind = t.body.kind();
+        if !sub.channels.carries(kind) {
             return;
         }
-        sub.last_seq = t.seq;
+        let last = if kind == Kind::Book {
+            &mut sub.book_seq
+        } else {
+            &mut sub.last_seq
+        };
+        if t.seq <= *last {
+            return;
+        }
+        *last = t.seq;
         let key = sub.conn;
         let conn = &mut self.conns[key];
         if !conn.live() {
             return;
         }
         if conn.conflating {
-            sub.conflator().absorb(t);
+            sub.conflator().absorb_bounded(t, merge_levels);
             conn.conflated_updates += 1;
             self.counters.conflated_updates += 1;
             if !sub.pending {
@@ -261,17 +375,29 @@ impl Core {
     /// For each `(symbol, last seq the client saw)`, the ticks it missed up to what
     /// this core has read, from the ring: `Some(ticks)` (possibly empty) when the ring
     /// still holds every one of them, `None` when some were overwritten. One backward
-    /// scan over the ring serves every symbol.
+    /// scan over the ring serves every symbol. With `book`, the points are book
+    /// sequence numbers and only book changes count; without, trades and quotes.
     pub(super) fn replay_from_ring(
         &self,
         resume: &HashMap<u32, u64>,
+        book: bool,
     ) -> HashMap<u32, Option<Vec<Tick>>> {
         let mut out: HashMap<u32, Option<Vec<Tick>>> = HashMap::new();
         // Symbols with something to replay, and the seq the scan must reach down to.
         let mut open: HashMap<u32, (u64, u64)> = HashMap::new();
+        let seen_seq = if book {
+            &self.seen_book_seq
+        } else {
+            &self.seen_seq
+        };
         for (&sym, &from) in resume {
-            let seen = self.seen_seq.get(sym as usize).copied().unwrap_or(0);
-            if from > self.lvc.latest(sym).seq() {
+            let seen = seen_seq.get(sym as usize).copied().unwrap_or(0);
+            let cached = if book {
+                self.lvc.book(sym).seq
+            } else {
+                self.lvc.latest(sym).seq()
+            };
+            if from > cached {
                 // A sequence this server never reached: the client's numbers come from
                 // another run (a restart). Only a snapshot can bring it up to date.
                 out.insert(sym, None);
@@ -297,6 +423,9 @@ impl Core {
             let Some(t) = ring.get(pos) else {
                 break; // overwritten while scanning: the rest is gone too
             };
+            if (t.body.kind() == Kind::Book) != book {
+                continue;
+            }
             if let Some(&(from, seen)) = open.get(&t.symbol_id) {
                 if t.seq > from && t.seq <= seen {
                     found.entry(t.symbol_id).or_default().push(t);

@@ -8,6 +8,7 @@
 use slab::Slab;
 
 use super::conflation::{Conflator, RateGate};
+use crate::protocol::Channels;
 
 /// Key of a subscription in [`Subscriptions`].
 pub type SubKey = u32;
@@ -22,6 +23,10 @@ pub struct Sub {
     /// Highest sequence delivered or absorbed; anything at or below it is skipped,
     /// which makes snapshots and live ticks meet without gap or duplicate.
     pub last_seq: u64,
+    /// The same for book changes, which are numbered apart.
+    pub book_seq: u64,
+    /// The kinds of update it carries.
+    pub channels: Channels,
     /// `max_rate` spacing of deliveries.
     pub rate: RateGate,
     /// Whether `merged` holds updates waiting to be sent (and the subscription is on
@@ -107,6 +112,7 @@ impl Subscriptions {
         list: &mut Vec<(u32, SubKey)>,
         symbol: u32,
         max_rate: f64,
+        channels: Channels,
     ) -> Option<SubKey> {
         let at = match list.binary_search_by_key(&symbol, |&(s, _)| s) {
             Ok(_) => return None,
@@ -117,6 +123,8 @@ impl Subscriptions {
             conn,
             symbol,
             last_seq: 0,
+            book_seq: 0,
+            channels,
             rate: RateGate::new(max_rate),
             pending: false,
             merged: None,
@@ -163,10 +171,11 @@ mod tests {
     fn add_route_and_remove() {
         let mut t = Subscriptions::new();
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        let k1 = t.add(1, &mut a, 5, 0.0).unwrap();
-        let k2 = t.add(2, &mut b, 5, 0.0).unwrap();
-        let k3 = t.add(1, &mut a, 3, 2.0).unwrap();
-        assert!(t.add(1, &mut a, 5, 0.0).is_none(), "already held");
+        let c = Channels::DEFAULT;
+        let k1 = t.add(1, &mut a, 5, 0.0, c).unwrap();
+        let k2 = t.add(2, &mut b, 5, 0.0, c).unwrap();
+        let k3 = t.add(1, &mut a, 3, 2.0, Channels::BOOK).unwrap();
+        assert!(t.add(1, &mut a, 5, 0.0, c).is_none(), "already held");
         assert_eq!(a, vec![(3, k3), (5, k1)], "sorted by symbol");
         assert_eq!(t.of_symbol(5), &[k1, k2]);
         assert_eq!(find(&a, 3), Some(k3));

@@ -106,6 +106,7 @@ struct Sim {
     now: u64,
     core: Core,
     seq: Sequencer,
+    seq_stats: Arc<SequencerStats>,
     stats: Arc<Stats>,
     peers: HashMap<ConnId, Peer>,
 }
@@ -137,11 +138,12 @@ impl Sim {
         tune(&mut config);
         config.validate().expect("valid test config");
         let symbols = Arc::new(SymbolTable::new(config.max_symbols));
-        let (lvc_writer, lvc) = LastValueCache::new(config.max_symbols);
+        let (lvc_writer, lvc) =
+            LastValueCache::with_books(config.max_symbols, config.max_book_levels);
         let (publisher, ring) = Ring::new(config.ring_capacity);
         let seq_stats = Arc::new(SequencerStats::default());
         let stats = Arc::new(Stats::new(1, seq_stats.clone()));
-        let mut seq = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
+        let mut seq = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats.clone());
         let now = 1_000 * SEC;
         for i in 0..4 {
             // Every symbol exists (and has a first quote) before anyone subscribes.
@@ -167,6 +169,7 @@ impl Sim {
             now,
             core,
             seq,
+            seq_stats,
             stats,
             peers: HashMap::new(),
         };
@@ -221,6 +224,17 @@ impl Sim {
                 self.now,
             )
             .unwrap()
+            .expect("a trade or quote is always published")
+    }
+
+    /// Publishes a book change; `None` when the server's book did not change.
+    fn publish_book(&mut self, i: usize, body: Body) -> Option<Tick> {
+        let ft = FeedTick {
+            symbol: sym(i),
+            ts_event: self.now,
+            body,
+        };
+        self.seq.sequence(&ft, self.now).unwrap()
     }
 
     fn pump(&mut self) {
@@ -1129,4 +1143,328 @@ fn per_connection_state_stays_small() {
     eprintln!("Conn {conn} bytes, Sub {sub} bytes");
     assert!(conn <= 640, "Conn is {conn} bytes");
     assert!(sub <= 64, "Sub is {sub} bytes");
+}
+
+// ---- order books -----------------------------------------------------------------
+
+fn book(side: crate::book::Side, price: i64, size: i64) -> Body {
+    Body::book(side, price, size)
+}
+
+/// Every book a symbol went through, by book sequence number, rebuilt from the ring
+/// by a reader of its own: what a subscriber's book must equal after a message.
+struct BookOracle {
+    reader: crate::ring::Reader,
+    books: HashMap<u32, crate::book::Book>,
+    history: HashMap<(u32, u64), crate::book::Book>,
+}
+
+impl BookOracle {
+    fn new(sim: &Sim) -> BookOracle {
+        BookOracle {
+            reader: sim.core.ring.reader(),
+            books: HashMap::new(),
+            history: HashMap::new(),
+        }
+    }
+
+    fn catch_up(&mut self) {
+        while let crate::ring::Read::Tick(t) = self.reader.read() {
+            if let Body::Book {
+                side, price, size, ..
+            } = t.body
+            {
+                let b = self.books.entry(t.symbol_id).or_default();
+                b.apply(side, price, size);
+                self.history.insert((t.symbol_id, t.seq), b.clone());
+            }
+        }
+    }
+
+    fn at(&self, symbol: u32, seq: u64) -> crate::book::Book {
+        self.history
+            .get(&(symbol, seq))
+            .cloned()
+            .unwrap_or_else(|| {
+                assert_eq!(seq, 0, "no book {seq} of symbol {symbol}");
+                crate::book::Book::unbounded()
+            })
+    }
+}
+
+/// What the simulated clients rebuilt, and what they saw on the way.
+#[derive(Default)]
+struct BookClients {
+    trackers: HashMap<(ConnId, u32), crate::client::BookTracker>,
+    messages: u64,
+    conflated: u64,
+    snapshots: u64,
+}
+
+impl BookClients {
+    /// Applies every book record `k` received; after each complete message, the
+    /// client's book must be the server's as of that message's sequence number.
+    fn take(&mut self, sim: &mut Sim, oracle: &BookOracle, k: ConnId) {
+        for t in Sim::ticks(&sim.got(k)) {
+            if t.body.kind() != crate::tick::Kind::Book {
+                continue;
+            }
+            let tracker = self.trackers.entry((k, t.symbol_id)).or_default();
+            let done = tracker
+                .on_record(&t)
+                .unwrap_or_else(|g| panic!("conn {k}: book gap {g:?} at {}", t.describe()));
+            if let Some(seq) = done {
+                self.messages += 1;
+                self.conflated += u64::from(t.flags.contains(Flags::CONFLATED));
+                self.snapshots += u64::from(t.flags.contains(Flags::SNAPSHOT));
+                let want = oracle.at(t.symbol_id, seq);
+                assert_eq!(
+                    (tracker.book().bids(), tracker.book().asks()),
+                    (want.bids(), want.asks()),
+                    "conn {k}, symbol {}, book seq {seq}",
+                    t.symbol_id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_book_subscription_starts_with_a_snapshot_then_changes() {
+    use crate::book::Side::{Ask, Bid};
+    let mut sim = Sim::new(|c| c.max_book_levels = 2);
+    sim.publish(0, book(Bid, 100, 1));
+    sim.publish(0, book(Ask, 101, 2));
+    sim.publish(0, trade(5, 1));
+    sim.pump();
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"], "channels": ["book"]}));
+    let got = sim.got(k);
+    assert_eq!(
+        Sim::json_of(&got, "subscribed")[0]["channels"],
+        json!(["book"])
+    );
+    let snap = Sim::ticks(&got);
+    assert_eq!(
+        snap.len(),
+        2,
+        "one record per level, no trade or quote: {snap:?}"
+    );
+    for (i, t) in snap.iter().enumerate() {
+        assert_eq!((t.seq, t.flags), (2, Flags::SNAPSHOT));
+        assert!(matches!(t.body, Body::Book { group, .. } if group == (2, i as u32)));
+    }
+    // Live: each change numbered one above the last; a better bid at a full side
+    // pushes the worst out, published as its removal.
+    sim.publish(0, book(Bid, 99, 3));
+    sim.publish(0, book(Bid, 102, 4)); // evicts 99
+    assert_eq!(
+        sim.publish_book(0, book(Bid, 50, 1)),
+        None,
+        "worse than a full side: dropped"
+    );
+    sim.publish(0, quote(100));
+    sim.pump();
+    let live: Vec<(u64, Body)> = Sim::ticks(&sim.got(k))
+        .iter()
+        .map(|t| (t.seq, t.body))
+        .collect();
+    let change = |side, price, size, new_level| Body::Book {
+        side,
+        price,
+        size,
+        new_level,
+        group: (1, 0),
+    };
+    assert_eq!(
+        live,
+        [
+            (3, change(Bid, 99, 3, true)),
+            (4, change(Bid, 102, 4, true)),
+            (5, change(Bid, 99, 0, false)),
+        ]
+    );
+    let b = sim.core.lvc.book(0);
+    assert_eq!(
+        (b.seq, b.bids.as_slice(), b.asks.as_slice()),
+        (5, &[(102, 4), (100, 1)][..], &[(101, 2)][..])
+    );
+    let s = &sim.seq_stats;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((n(&s.book_evicted), n(&s.book_dropped)), (1, 1));
+
+    // JSON: the same book as one object per message, prices and sizes as decimals.
+    let j = sim.connect(Mode::Subscriber);
+    sim.subscribe(
+        j,
+        json!({"symbols": ["S0"], "channels": ["book", "quote"], "format": "json"}),
+    );
+    sim.publish(0, book(Ask, 101, 0));
+    sim.pump();
+    let got = sim.got(j);
+    let data: Vec<Value> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Json(Value::Array(a)) => Some(a.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let books: Vec<&Value> = data.iter().filter(|v| v["type"] == "book").collect();
+    assert_eq!(
+        *books[0],
+        json!({"type": "book", "symbol": "S0", "seq": 5, "ts_event": sim.now, "ts_recv": sim.now,
+               "flags": ["snapshot"], "count": 1,
+               "bids": [["0.00000102", "0.00000004"], ["0.000001", "0.00000001"]],
+               "asks": [["0.00000101", "0.00000002"]]})
+    );
+    assert_eq!(books[1]["seq"], 6);
+    assert_eq!(books[1]["asks"], json!([["0.00000101", "0"]]));
+    assert_eq!(books[1]["bids"], json!([]));
+    assert_eq!(
+        data.iter().filter(|v| v["kind"] == "quote").count(),
+        1,
+        "the quote snapshot"
+    );
+}
+
+#[test]
+fn a_book_resume_replays_from_the_ring_else_sends_a_snapshot() {
+    use crate::book::Side::Bid;
+    let mut sim = Sim::new(|c| c.ring_capacity = 64);
+    for p in 0..5 {
+        sim.publish(0, book(Bid, 100 + p, 1));
+    }
+    sim.pump();
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(
+        k,
+        json!({"symbols": ["S0"], "channels": ["book"], "resume_book": {"S0": 3}}),
+    );
+    let replay = Sim::ticks(&sim.got(k));
+    assert_eq!(replay.iter().map(|t| t.seq).collect::<Vec<_>>(), [4, 5]);
+    assert!(replay.iter().all(|t| t.flags == Flags::REPLAY));
+    // Far behind: the ring no longer has the changes after 3: a snapshot.
+    for p in 0..100 {
+        sim.publish(0, book(Bid, 200 + p % 7, 1 + p));
+    }
+    sim.pump();
+    let k2 = sim.connect(Mode::Subscriber);
+    sim.subscribe(
+        k2,
+        json!({"symbols": ["S0"], "channels": ["book"], "resume_book": {"S0": 3}}),
+    );
+    let snap = Sim::ticks(&sim.got(k2));
+    assert!(snap.iter().all(|t| t.flags == Flags::SNAPSHOT), "{snap:?}");
+    assert_eq!(snap[0].seq, sim.core.lvc.book(0).seq);
+}
+
+/// The property of book conflation, in simulated time: random book changes (and
+/// trades and quotes) on two symbols, subscribers that stall at random, one at a
+/// `max_rate`, one that joins late; after every book message each subscriber
+/// rebuilt, its book equals the server's as of that message's sequence number, and
+/// the numbers account for every change (`count`), never a gap. At the end, every
+/// book equals the server's current one.
+#[test]
+fn conflated_books_rebuild_the_servers_book_after_every_message() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let (mut messages, mut conflated, mut snapshots) = (0, 0, 0);
+    for seed in 0..24u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut sim = Sim::new(|c| {
+            c.high_water_bytes = 2048;
+            c.low_water_bytes = 512;
+            c.max_queue_age_ms = 0;
+            c.max_book_levels = 6;
+            c.stall_timeout_ms = 3_600_000;
+            c.idle_timeout_ms = 3_600_000;
+        });
+        let mut oracle = BookOracle::new(&sim);
+        let mut clients = BookClients::default();
+        let fast = sim.connect(Mode::Subscriber);
+        let slow = sim.connect(Mode::Subscriber);
+        let rated = sim.connect(Mode::Subscriber);
+        let all = json!(["trade", "quote", "book"]);
+        sim.subscribe(fast, json!({"symbols": ["S0", "S1"], "channels": ["book"]}));
+        sim.subscribe(slow, json!({"symbols": ["S0", "S1"], "channels": all}));
+        sim.subscribe(
+            rated,
+            json!({"symbols": ["S0", "S1"], "channels": ["book"], "max_rate": 40}),
+        );
+        let mut conns = vec![fast, slow, rated];
+        let mut late = None;
+        for step in 0..1_500 {
+            let r = rng.random_range(0..100);
+            match r {
+                0..55 => {
+                    let s = rng.random_range(0..2);
+                    let side = if rng.random_bool(0.5) {
+                        crate::book::Side::Bid
+                    } else {
+                        crate::book::Side::Ask
+                    };
+                    let price = rng.random_range(90..110);
+                    let size = if rng.random_bool(0.35) {
+                        0
+                    } else {
+                        rng.random_range(1..5)
+                    };
+                    sim.publish_book(s, book(side, price, size));
+                }
+                55..60 => {
+                    sim.publish(rng.random_range(0..2), trade(rng.random_range(1..9), 1));
+                }
+                60..75 => sim.pump(),
+                75..83 => sim.stall(slow, rng.random_range(0..3_000)),
+                83..90 => sim.read_all(slow),
+                90..97 => sim.run_until(sim.now + rng.random_range(1..40) * MS),
+                _ => {
+                    if late.is_none() && step > 300 {
+                        let k = sim.connect(Mode::Subscriber);
+                        sim.subscribe(k, json!({"symbols": ["S1"], "channels": ["book"]}));
+                        late = Some(k);
+                        conns.push(k);
+                    }
+                }
+            }
+            oracle.catch_up();
+            for &k in &conns {
+                clients.take(&mut sim, &oracle, k);
+            }
+        }
+        // The feed stops; every client reads everything; the timers release the rest.
+        sim.pump();
+        sim.read_all(slow);
+        sim.run_until(sim.now + 10 * SEC);
+        oracle.catch_up();
+        for &k in &conns {
+            clients.take(&mut sim, &oracle, k);
+        }
+        for (&(k, symbol), tracker) in &clients.trackers {
+            let server = sim.core.lvc.book(symbol);
+            assert_eq!(
+                tracker.seq(),
+                server.seq,
+                "seed {seed} conn {k} symbol {symbol}"
+            );
+            assert_eq!(
+                (tracker.book().bids(), tracker.book().asks()),
+                (server.bids.as_slice(), server.asks.as_slice()),
+                "seed {seed} conn {k} symbol {symbol}"
+            );
+        }
+        assert_eq!(
+            clients.trackers.len(),
+            7,
+            "seed {seed}: 3 × 2 symbols and the late one"
+        );
+        messages += clients.messages;
+        conflated += clients.conflated;
+        snapshots += clients.snapshots;
+    }
+    // The runs went through every path: merged changes and snapshots past the bound.
+    eprintln!("{messages} book messages, {conflated} conflated, {snapshots} snapshots");
+    assert!(conflated > 100, "{conflated} conflated messages");
+    assert!(snapshots > 24 * 7, "snapshots past the first: {snapshots}");
 }

@@ -5,7 +5,15 @@
 //! `ts_event` is that scheduled time, not the time it was actually produced: if the
 //! generator (or the sequencer behind it) falls behind, the delay shows up as latency
 //! instead of silently stretching the schedule (coordinated omission, as in wrk2).
+//!
+//! With `book_depth = N`, each symbol also has an N-level book per side, one cent
+//! apart from its quote outwards: every quote is preceded by the level changes that
+//! make the book's best bid and ask that quote's (the levels that moved out removed,
+//! the new ones added, the best sizes set, now and then a deeper size changed), so a
+//! subscriber's book and its quotes always agree. Every change is one update: it
+//! counts against `limit` and the rate like a trade or a quote.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -13,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::{FeedContext, FeedTick};
+use crate::book::{Book, Side};
 use crate::clock::now_ns;
 use crate::fixed::SCALE;
 use crate::symbol::Symbol;
@@ -38,6 +47,9 @@ pub struct SyntheticConfig {
     /// sequencer and the writer cores, for at most this much added delay; 0 wakes for
     /// every tick. Default: 200.
     pub burst_us: u64,
+    /// Order-book levels per side for each symbol, 0 for no books (`--book-depth`).
+    /// Default: 0.
+    pub book_depth: usize,
 }
 
 impl Default for SyntheticConfig {
@@ -49,6 +61,7 @@ impl Default for SyntheticConfig {
             seed: 42,
             limit: 0,
             burst_us: 200,
+            book_depth: 0,
         }
     }
 }
@@ -58,6 +71,8 @@ impl Default for SyntheticConfig {
 struct Walk {
     symbol: Symbol,
     mid_cents: i64,
+    /// The book this walk has published (with `book_depth`).
+    book: Book,
 }
 
 /// The deterministic generator, without clocks or threads.
@@ -66,6 +81,9 @@ pub struct Generator {
     rng: SmallRng,
     walks: Vec<Walk>,
     trade_ratio: f64,
+    book_depth: usize,
+    /// Updates generated and not handed out yet: a quote's book changes, then it.
+    queue: VecDeque<(Symbol, Body)>,
 }
 
 impl Generator {
@@ -76,12 +94,15 @@ impl Generator {
             .map(|i| Walk {
                 symbol: Symbol::new(&format!("SYM{i}")).expect("SYMn is a valid symbol"),
                 mid_cents: rng.random_range(1_000..100_000),
+                book: Book::unbounded(),
             })
             .collect();
         Generator {
             rng,
             walks,
             trade_ratio: cfg.trade_ratio.clamp(0.0, 1.0),
+            book_depth: cfg.book_depth,
+            queue: VecDeque::new(),
         }
     }
 
@@ -90,8 +111,24 @@ impl Generator {
         self.walks.iter().map(|w| w.symbol)
     }
 
-    /// The next tick, stamped `ts_event`.
+    /// The next update, stamped `ts_event`.
     pub fn next_tick(&mut self, ts_event: u64) -> FeedTick {
+        if self.queue.is_empty() {
+            self.generate();
+        }
+        let (symbol, body) = self
+            .queue
+            .pop_front()
+            .expect("generate queues at least one update");
+        FeedTick {
+            symbol,
+            ts_event,
+            body,
+        }
+    }
+
+    /// Queues the next trade, or the next quote with the book changes before it.
+    fn generate(&mut self) {
         let i = self.rng.random_range(0..self.walks.len());
         let step = self.rng.random_range(-3..=3);
         let walk = &mut self.walks[i];
@@ -110,10 +147,63 @@ impl Generator {
                 ask_sz: self.rng.random_range(1..=1_000) * SCALE,
             }
         };
-        FeedTick {
-            symbol: walk.symbol,
-            ts_event,
-            body,
+        if let (
+            Body::Quote {
+                bid_px,
+                bid_sz,
+                ask_px,
+                ask_sz,
+            },
+            true,
+        ) = (body, self.book_depth > 0)
+        {
+            self.queue_book(i, (bid_px, bid_sz), (ask_px, ask_sz));
+        }
+        self.queue.push_back((self.walks[i].symbol, body));
+    }
+
+    /// Queues the changes that move walk `i`'s book to `book_depth` levels per side
+    /// whose best are `bid` and `ask`.
+    fn queue_book(&mut self, i: usize, bid: (i64, i64), ask: (i64, i64)) {
+        let cent = SCALE / 100;
+        let depth = self.book_depth;
+        // One deeper level gets a new size now and then.
+        let reshuffle =
+            (depth > 1 && self.rng.random_bool(0.5)).then(|| self.rng.random_range(1..depth));
+        for (side, best, step) in [(Side::Bid, bid, -cent), (Side::Ask, ask, cent)] {
+            let old: Vec<(i64, i64)> = self.walks[i].book.side(side).to_vec();
+            let mut new = Vec::with_capacity(depth);
+            for k in 0..depth {
+                let price = best.0 + step * k as i64;
+                let size = if k == 0 {
+                    best.1
+                } else {
+                    match self.walks[i].book.size_at(side, price) {
+                        Some(s) if reshuffle != Some(k) => s,
+                        _ => self.rng.random_range(1..=1_000) * SCALE,
+                    }
+                };
+                new.push((price, size));
+            }
+            let symbol = self.walks[i].symbol;
+            for &(price, _) in &old {
+                if !new.iter().any(|&(p, _)| p == price) {
+                    self.queue.push_back((symbol, Body::book(side, price, 0)));
+                }
+            }
+            for &(price, size) in &new {
+                if self.walks[i].book.size_at(side, price) != Some(size) {
+                    self.queue
+                        .push_back((symbol, Body::book(side, price, size)));
+                }
+            }
+            let book = &mut self.walks[i].book;
+            for &(price, _) in &old {
+                book.apply(side, price, 0);
+            }
+            for &(price, size) in &new {
+                book.apply(side, price, size);
+            }
         }
     }
 }
@@ -188,6 +278,55 @@ mod tests {
         assert!(differs, "another seed gives another stream");
     }
 
+    /// With `book_depth`, every quote comes after the changes that make its symbol's
+    /// book `book_depth` levels a side with the quote's prices and sizes at the top.
+    #[test]
+    fn books_agree_with_quotes() {
+        let cfg = SyntheticConfig {
+            symbols: 3,
+            book_depth: 5,
+            ..SyntheticConfig::default()
+        };
+        let mut g = Generator::new(&cfg);
+        let mut books: std::collections::HashMap<Symbol, Book> = Default::default();
+        let (mut quotes, mut changes, mut removals) = (0, 0, 0);
+        for i in 0..20_000 {
+            let ft = g.next_tick(i);
+            let book = books.entry(ft.symbol).or_default();
+            match ft.body {
+                Body::Book {
+                    side, price, size, ..
+                } => {
+                    assert!(price > 0 && size >= 0);
+                    book.apply(side, price, size);
+                    changes += 1;
+                    removals += usize::from(size == 0);
+                }
+                Body::Quote {
+                    bid_px,
+                    bid_sz,
+                    ask_px,
+                    ask_sz,
+                } => {
+                    quotes += 1;
+                    assert_eq!(book.bids()[0], (bid_px, bid_sz), "update {i}");
+                    assert_eq!(book.asks()[0], (ask_px, ask_sz), "update {i}");
+                    assert_eq!((book.bids().len(), book.asks().len()), (5, 5));
+                }
+                Body::Trade { .. } => {}
+            }
+        }
+        assert!(
+            quotes > 1_000 && changes > quotes,
+            "{quotes} quotes, {changes} changes"
+        );
+        assert!(removals > 0, "levels move out as the price walks");
+        // The stream is deterministic too, books included.
+        let mut again = Generator::new(&cfg);
+        let mut first = Generator::new(&cfg);
+        assert!((0..5_000).all(|i| again.next_tick(i) == first.next_tick(i)));
+    }
+
     #[test]
     fn produces_both_kinds_with_sane_values() {
         let mut g = Generator::new(&SyntheticConfig::default());
@@ -202,6 +341,7 @@ mod tests {
                     assert!(bid_px < ask_px && bid_px > 0);
                     quotes += 1;
                 }
+                Body::Book { .. } => panic!("no book_depth, no books"),
             }
         }
         assert!(
