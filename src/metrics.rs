@@ -50,6 +50,21 @@ pub fn render(stats: &Stats, readiness: &ReadinessConfig) -> String {
             seq.rejected.load(Relaxed),
         ),
         (
+            "tickcast_book_changes_total",
+            "Book level changes published (evictions included).",
+            seq.book_changes.load(Relaxed),
+        ),
+        (
+            "tickcast_book_evicted_total",
+            "Book levels pushed out of a full side (max_book_levels).",
+            seq.book_evicted.load(Relaxed),
+        ),
+        (
+            "tickcast_book_dropped_total",
+            "Book changes not kept: a new level worse than every level of a full side.",
+            seq.book_dropped.load(Relaxed),
+        ),
+        (
             "tickcast_heartbeat_timeouts_total",
             "Connections closed for not answering pings.",
             stats.heartbeat_timeouts.load(Relaxed),
