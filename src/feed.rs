@@ -122,6 +122,14 @@ pub enum FeedError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The replay's directory holds no tickcast capture (`*.tcrec`).
+    #[error("feed {feed}: no .tcrec capture in the directory {path}")]
+    NoCaptures {
+        /// The feed's name.
+        feed: String,
+        /// The directory.
+        path: PathBuf,
+    },
     /// The replay's capture is in no format the feed knows.
     #[error("feed {feed}: cannot tell the venue of {path}; set `venue` in its [[feeds]] entry")]
     UnknownVenue {
@@ -153,6 +161,16 @@ pub fn check(spec: &FeedSpec) -> Result<(), FeedError> {
                 path: cfg.path.clone(),
                 source,
             };
+            if cfg.path.is_dir() {
+                // A directory of captures (the recorder's): at least one to play.
+                return match replay::capture_files(&cfg.path).map_err(unreadable)? {
+                    files if files.is_empty() => Err(FeedError::NoCaptures {
+                        feed,
+                        path: cfg.path.clone(),
+                    }),
+                    _ => Ok(()),
+                };
+            }
             if crate::capture::is_capture(&cfg.path).map_err(unreadable)? || cfg.venue.is_some() {
                 return Ok(());
             }
@@ -505,6 +523,19 @@ mod tests {
             name(&"replay:feeds/a/b.jsonl".parse().unwrap()),
             "replay:b.jsonl"
         );
+    }
+
+    #[test]
+    fn a_replay_of_a_directory_needs_a_capture_in_it() {
+        let dir = std::env::temp_dir().join(format!("tickcast-feed-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = FeedSpec::Replay(replay::ReplayConfig::new(dir.to_str().unwrap()));
+        let e = check(&spec).unwrap_err();
+        assert!(matches!(e, FeedError::NoCaptures { .. }), "{e}");
+        assert!(e.to_string().contains("no .tcrec capture"), "{e}");
+        std::fs::write(dir.join("a.tcrec"), b"").unwrap();
+        assert!(check(&spec).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

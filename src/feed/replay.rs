@@ -400,7 +400,7 @@ fn bind_names(
 
 /// The captures a replay of `path` plays, in order: the file itself, or the `.tcrec`
 /// files of a directory (the recorder's, whose names sort in time order) by name.
-fn capture_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn capture_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
