@@ -85,6 +85,15 @@ pub enum Event {
     /// Updates of a symbol were lost (sequence accounting fell short). Follows the
     /// [`Event::Ticks`] that showed it.
     Gap(Gap),
+    /// Book changes of a symbol were lost: its book ([`Session::book`]) is not the
+    /// server's until the next snapshot (the next subscribe or reconnect asks for
+    /// one). Precedes the [`Event::Ticks`] that showed it.
+    BookGap {
+        /// The symbol's name.
+        symbol: String,
+        /// The book sequence numbers missed.
+        gap: BookGap,
+    },
     /// The id → name map of symbols newly added to the subscription.
     Symbols(Vec<(u32, String)>),
     /// The server acknowledged a subscribe.
@@ -195,6 +204,9 @@ pub struct Options {
     pub symbols: Vec<String>,
     /// At most this many updates per second per symbol (`max_rate`). Default: none.
     pub max_rate: Option<f64>,
+    /// The channels of [`Options::symbols`] (`"trade"`, `"quote"`, `"book"`);
+    /// `None` is the server's default, trades and quotes. Default: `None`.
+    pub channels: Option<Vec<String>>,
     /// Reconnect when the connection ends. Default: true.
     pub reconnect: bool,
     /// First reconnect delay, in ms; doubles per failed attempt. Default: 100.
@@ -229,6 +241,7 @@ impl Default for Options {
         Options {
             symbols: Vec::new(),
             max_rate: None,
+            channels: None,
             reconnect: true,
             backoff_initial_ms: 100,
             backoff_max_ms: 5_000,
@@ -358,7 +371,17 @@ impl Client {
         };
         if !client.options.symbols.is_empty() {
             let symbols = client.options.symbols.clone();
-            client.session.subscribe(&symbols, client.options.max_rate);
+            match &client.options.channels {
+                Some(c) => {
+                    let c: Vec<&str> = c.iter().map(String::as_str).collect();
+                    client
+                        .session
+                        .subscribe_channels(&symbols, client.options.max_rate, &c);
+                }
+                None => {
+                    client.session.subscribe(&symbols, client.options.max_rate);
+                }
+            }
         }
         let conn = client.open().await?;
         client.conn = Some(conn);
@@ -375,6 +398,24 @@ impl Client {
         let symbols: Vec<String> = symbols.iter().map(|s| s.as_ref().to_string()).collect();
         let msg = self.session.subscribe(&symbols, None);
         self.send_if_connected(msg).await
+    }
+
+    /// Adds symbols on these channels (`"trade"`, `"quote"`, `"book"`; the server's
+    /// default is trades and quotes). With `"book"`, each symbol's book is rebuilt
+    /// from its book messages ([`Client::book`]) and resumed on reconnect.
+    pub async fn subscribe_channels<S: AsRef<str>>(
+        &mut self,
+        symbols: &[S],
+        channels: &[&str],
+    ) -> Result<(), ClientError> {
+        let symbols: Vec<String> = symbols.iter().map(|s| s.as_ref().to_string()).collect();
+        let msg = self.session.subscribe_channels(&symbols, None, channels);
+        self.send_if_connected(msg).await
+    }
+
+    /// The book of `symbol`, as rebuilt from the book messages received so far.
+    pub fn book(&self, symbol: &str) -> Option<&BookTracker> {
+        self.session.book(symbol)
     }
 
     /// Removes symbols (`["*"]` for all); their sequence accounting is forgotten.

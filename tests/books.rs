@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use common::*;
 use serde_json::{json, Value};
 use tickcast::book::Level;
-use tickcast::client::BookTracker;
+use tickcast::client::{BookTracker, Client, Event, Options};
 use tickcast::feed::synthetic::SyntheticConfig;
 use tickcast::feed::FeedSpec;
 use tickcast::tick::{Body, Flags, Kind};
@@ -124,6 +124,14 @@ async fn books_rebuilt_by_subscribers_equal_the_servers() {
     )
     .await;
     until_type(&mut rated, "subscribed").await;
+    // The Rust client, which rebuilds books itself.
+    let options = Options {
+        channels: Some(vec!["book".into()]),
+        ..Options::symbols(all.clone())
+    };
+    let mut client = Client::connect(&format!("ws://{addr}/ws"), options)
+        .await
+        .expect("client connects");
 
     // The feed runs to its limit; the binary subscriber keeps up.
     let mut bin_books: HashMap<u32, BookTracker> = HashMap::new();
@@ -231,6 +239,36 @@ async fn books_rebuilt_by_subscribers_equal_the_servers() {
                 "{name}"
             );
         }
+    }
+    // The Rust client's books, from its own session.
+    while all
+        .iter()
+        .any(|n| client.book(n).is_none_or(|b| b.seq() < last[n]))
+    {
+        match tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("in time")
+        {
+            Ok(Event::BookGap { symbol, gap }) => panic!("book gap {symbol} {gap:?}"),
+            Ok(Event::Ticks(batch)) => {
+                assert!(
+                    batch.records().all(|r| r.kind == Kind::Book as u8),
+                    "book channel only"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => panic!("client: {e}"),
+        }
+    }
+    for name in &all {
+        let server_book = server.lvc().book(server.symbols().id_of(name).unwrap());
+        let b = client.book(name).unwrap();
+        assert!(b.is_synced());
+        assert_eq!(
+            (b.book().bids(), b.book().asks()),
+            (&server_book.bids[..], &server_book.asks[..]),
+            "{name}"
+        );
     }
     let stats = server.stats();
     assert_eq!(

@@ -2,13 +2,14 @@
 //! messages and returns [`Event`]s, and writes the control messages to send: the
 //! subscriptions to restore, with resume points, after a reconnect.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 use serde_json::{json, Value};
 
 use super::batch::{Batch, SymbolNames};
+use super::book::BookTracker;
 use super::gaps::GapDetector;
 use super::Event;
 use crate::wire::DecodeError;
@@ -36,6 +37,12 @@ pub struct Session {
     awaiting: Option<String>,
     /// The server rejected the resubscribe: send it again later.
     retry: bool,
+    /// The `channels` of the latest subscribe that named them, sent again on
+    /// reconnect (`None`: the server's default, trades and quotes).
+    channels: Option<Vec<String>>,
+    /// Each symbol's book, rebuilt from its book records, by name (so it survives a
+    /// reconnect, and `resume_book` continues it).
+    books: HashMap<String, BookTracker>,
 }
 
 impl Session {
@@ -69,6 +76,28 @@ impl Session {
         subscribe_message(symbols, max_rate, None)
     }
 
+    /// Records a subscribe on `channels` (`"trade"`, `"quote"`, `"book"`) and returns
+    /// the message to send; reconnects ask for the same channels.
+    pub fn subscribe_channels(
+        &mut self,
+        symbols: &[String],
+        max_rate: Option<f64>,
+        channels: &[&str],
+    ) -> String {
+        let msg = self.subscribe(symbols, max_rate);
+        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        let mut v: Value = serde_json::from_str(&msg).unwrap_or_default();
+        v["channels"] = json!(channels);
+        self.channels = Some(channels);
+        v.to_string()
+    }
+
+    /// The book of `symbol` as rebuilt from its book messages (subscribed with the
+    /// `book` channel), if any arrived.
+    pub fn book(&self, symbol: &str) -> Option<&BookTracker> {
+        self.books.get(symbol)
+    }
+
     /// Records an unsubscribe and returns the message to send.
     pub fn unsubscribe(&mut self, symbols: &[String]) -> String {
         for s in symbols {
@@ -77,9 +106,11 @@ impl Session {
                 for name in std::mem::take(&mut self.wanted) {
                     self.gaps.forget(&name);
                 }
+                self.books.clear();
             } else {
                 self.wanted.remove(s);
                 self.gaps.forget(s);
+                self.books.remove(s);
             }
         }
         json!({"op": "unsubscribe", "symbols": symbols}).to_string()
@@ -132,6 +163,18 @@ impl Session {
             serde_json::from_str(&subscribe_message(&symbols, self.max_rate, Some(resume)))
                 .unwrap_or_default();
         msg["id"] = json!(id);
+        if let Some(c) = &self.channels {
+            msg["channels"] = json!(c);
+        }
+        let resume_book: serde_json::Map<String, Value> = self
+            .books
+            .iter()
+            .filter(|(name, t)| t.is_synced() && (self.wildcard || self.wanted.contains(*name)))
+            .map(|(name, t)| (name.clone(), json!(t.seq())))
+            .collect();
+        if !resume_book.is_empty() {
+            msg["resume_book"] = Value::Object(resume_book);
+        }
         self.awaiting = Some(id);
         Some(msg.to_string())
     }
@@ -156,7 +199,18 @@ impl Session {
         let batch = Batch::new(buf, self.names.clone())?;
         for r in batch.records() {
             if r.kind == crate::tick::Kind::Book as u8 {
-                // Numbered apart: a `BookTracker` accounts for book changes.
+                // Numbered apart: the symbol's `BookTracker` accounts for them.
+                let id = r.symbol_id.to_native();
+                let (Some(t), Some(name)) = (r.to_tick(), batch.symbol(id)) else {
+                    continue;
+                };
+                let tracker = self.books.entry(name.to_string()).or_default();
+                if let Err(gap) = tracker.on_record(&t) {
+                    self.events.push_back(Event::BookGap {
+                        symbol: name.to_string(),
+                        gap,
+                    });
+                }
                 continue;
             }
             self.gaps.observe(
@@ -366,6 +420,71 @@ mod tests {
         assert_eq!(third["resume"], json!({"B": 3}));
         s.unsubscribe(&["*".into()]);
         assert!(s.connected().is_none());
+    }
+
+    /// Book records go to the symbol's book, not to the trade-and-quote accounting; a
+    /// reconnect asks for the same channels and resumes the book.
+    #[test]
+    fn books_are_rebuilt_and_resumed() {
+        use crate::book::Side;
+        let mut s = Session::new();
+        let sub = s.subscribe_channels(&["A".into()], None, &["book"]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&sub).unwrap()["channels"],
+            json!(["book"])
+        );
+        s.connected();
+        s.on_text(r#"{"type":"symbols","symbols":[{"id":0,"name":"A"}]}"#);
+        let mut msg = AlignedVec::<8>::new();
+        let mut h = [0u8; HEADER_SIZE];
+        encode_header(3, 1, &mut h);
+        msg.extend_from_slice(&h);
+        let level = |seq, flags, side, price, group| Tick {
+            symbol_id: 0,
+            seq,
+            ts_event: 1,
+            ts_recv: 1,
+            flags,
+            count: 1,
+            body: Body::Book {
+                side,
+                price,
+                size: 5,
+                new_level: false,
+                group,
+            },
+        };
+        for t in [
+            level(4, Flags::SNAPSHOT, Side::Bid, 10, (2, 0)),
+            level(4, Flags::SNAPSHOT, Side::Ask, 11, (2, 1)),
+            level(6, Flags::empty(), Side::Bid, 9, (1, 0)), // 5 is missing
+        ] {
+            let mut r = [0u8; RECORD_SIZE];
+            encode_record(&t, &mut r);
+            msg.extend_from_slice(&r);
+        }
+        s.on_binary(msg).unwrap();
+        let events: Vec<Event> = std::iter::from_fn(|| s.pop()).collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::BookGap { symbol, gap }
+                if symbol == "A" && gap.expected == 5 && gap.got == 6)),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Gap(_))),
+            "book numbers are not trade numbers"
+        );
+        let b = s.book("A").unwrap();
+        assert_eq!(b.book().bids(), &[(10, 5), (9, 5)]);
+        assert!(!b.is_synced());
+        let again: Value = serde_json::from_str(&s.connected().unwrap()).unwrap();
+        assert_eq!(again["channels"], json!(["book"]));
+        assert!(
+            again.get("resume_book").is_none(),
+            "out of sync: a snapshot"
+        );
     }
 
     #[test]
