@@ -6,12 +6,15 @@
   :func:`decode_struct`: the pure-``struct`` reference decoder.
 - :func:`to_dataframe`: records into a pandas DataFrame, prices exact by default
   (:mod:`tickcast.prices`: ``"decimal"``, ``"fixed"`` or ``"float"``).
+- :class:`Book`: an order book rebuilt from book messages (numpy level arrays), with
+  gap detection; :class:`Client` keeps one per symbol with ``channels=["book"]``.
 - :func:`read_capture`, :class:`CaptureWriter`: capture files (``TCREC1``);
   :func:`decode_capture`: a whole capture into one record array; :func:`capture_blocks`:
   a capture block by block, in bounded memory.
 """
 
 from . import prices
+from .book import KIND_BOOK, Book, BookGap, Books
 from .capture import CaptureWriter, Record, capture_blocks, decode_capture, read_capture
 from .client import (
     Client,
@@ -52,6 +55,7 @@ from .gaps import Gap, GapDetector
 __version__ = "0.1.0"
 
 __all__ = [
+    "KIND_BOOK", "Book", "BookGap", "Books",
     "CaptureWriter", "Record", "prices", "capture_blocks", "decode_capture", "read_capture", "Client", "ClientClosed", "Conflation", "Control",
     "Disconnected", "Reconnected", "ServerError", "Shutdown", "Subscribed", "Symbols", "Ticks",
     "Unsubscribed", "connect", "FLAG_CONFLATED", "FLAG_REPLAY", "FLAG_SNAPSHOT", "HEADER_SIZE",

@@ -37,6 +37,7 @@ import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from .book import KIND_BOOK, Book, Books
 from .decode import FLAG_CONFLATED, FLAG_REPLAY, FLAG_SNAPSHOT, Header, decode, to_dataframe
 from .gaps import Gap, GapDetector
 
@@ -161,6 +162,10 @@ class Client:
         ``Authorization: Bearer <token>`` (default None).
     :param ca_file: ``wss://`` only: a PEM file of CA certificates to trust besides the
         system's (a private CA, or a self-signed server certificate; default None).
+    :param channels: the channels of ``symbols`` (``"trade"``, ``"quote"``, ``"book"``;
+        default None: the server's default, trades and quotes). With ``"book"``, each
+        symbol's :class:`~tickcast.Book` is rebuilt (:meth:`book`) and resumed on
+        reconnect; a lost change is a :class:`~tickcast.BookGap` event.
     """
 
     def __init__(
@@ -178,7 +183,10 @@ class Client:
         seed: Optional[int] = None,
         token: Optional[str] = None,
         ca_file: Optional[str] = None,
+        channels: Optional[Sequence[str]] = None,
     ) -> None:
+        self.channels = list(channels) if channels is not None else None
+        self._books = Books()
         self.url = url
         self.max_rate = max_rate
         self.reconnect = reconnect
@@ -268,6 +276,8 @@ class Client:
             msg["max_rate"] = self.max_rate
         if resume:
             msg["resume"] = resume
+        if self.channels is not None:
+            msg["channels"] = self.channels
         if id is not None:
             msg["id"] = id
         return json.dumps(msg)
@@ -294,7 +304,11 @@ class Client:
         }
         self._resubscribes += 1
         self._awaiting = f"resubscribe-{self._resubscribes}"
-        await self._send(self._subscribe_message(symbols, resume, self._awaiting))
+        msg = json.loads(self._subscribe_message(symbols, resume, self._awaiting))
+        books = self._books.resume_points(None if self._wildcard else self._wanted)
+        if books:
+            msg["resume_book"] = books
+        await self._send(json.dumps(msg))
         return len(resume)
 
     async def _send(self, text: str) -> None:
@@ -319,10 +333,12 @@ class Client:
                 self._wildcard = False
                 for name in list(self._wanted):
                     self._gaps.forget(name)
+                    self._books.forget(name)
                 self._wanted.clear()
             else:
                 self._wanted.discard(s)
                 self._gaps.forget(s)
+                self._books.forget(s)
         await self._send(json.dumps({"op": "unsubscribe", "symbols": list(symbols)}))
 
     # -- events -------------------------------------------------------------------
@@ -369,9 +385,20 @@ class Client:
             else:
                 self._on_text(msg)
 
+    def book(self, symbol: str) -> Optional[Book]:
+        """The book of ``symbol`` (subscribed with the ``book`` channel), as rebuilt
+        from the book messages received so far."""
+        return self._books.get(symbol)
+
     def _on_binary(self, msg: bytes) -> None:
         header, records = decode(msg)  # DecodeError propagates: the message is skipped
-        self._gaps.observe_records(records)
+        books = records["kind"] == KIND_BOOK
+        if books.any():
+            # Numbered apart: the books account for them, not the gap detector.
+            self._events.extend(self._books.apply_records(records, self._names))
+            self._gaps.observe_records(records[~books])
+        else:
+            self._gaps.observe_records(records)
         self._events.append(Ticks(header, records, self._names, msg))
         for gap in self._gaps.end_message(len(msg)):
             self._events.append(gap)
