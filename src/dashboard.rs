@@ -58,6 +58,7 @@ pub const ASSETS: &[Asset] = &[
     },
     client_module!("index.js"),
     client_module!("backoff.js"),
+    client_module!("book.js"),
     client_module!("client.js"),
     client_module!("decode.js"),
     client_module!("fixed.js"),

@@ -38,6 +38,7 @@
  * @module
  */
 
+import type { Book, BookGap } from './book.js';
 import { Backoff } from './backoff.js';
 import type { Gap } from './gaps.js';
 import {
@@ -96,6 +97,8 @@ export interface ConnectOptions {
   format?: Format;
   /** At most this many updates per second per symbol of `symbols`. Default: unlimited. */
   maxRate?: number;
+  /** The channels of `symbols` (`"trade"`, `"quote"`, `"book"`); absent: trades and quotes. */
+  channels?: string[];
   /** A token for a server with `[auth]`, or a function giving one before each connection. */
   token?: string | (() => string | Promise<string>);
   /** Where the token goes: `"query"` (`?token=`, default) or `"header"` (needs a constructor that takes headers). */
@@ -146,6 +149,10 @@ export interface ClientEvents {
   shutdown: [message: string];
   /** Any other text message from the server. */
   control: [message: unknown];
+  /** A book message changed a symbol's book (subscribed with the `book` channel). */
+  book: [book: Book];
+  /** Book changes of a symbol were lost; its book is not the server's until the next snapshot. */
+  bookGap: [gap: BookGap];
 }
 
 type Listener<K extends keyof ClientEvents> = (...args: ClientEvents[K]) => void;
@@ -187,7 +194,10 @@ export class Client {
       for (const [name, seq] of entries) this.session.seedResume(name, seq);
     }
     if (options.symbols && options.symbols.length > 0) {
-      this.session.subscribe(options.symbols, options.maxRate === undefined ? {} : { maxRate: options.maxRate });
+      const opts: SubscribeOptions = {};
+      if (options.maxRate !== undefined) opts.maxRate = options.maxRate;
+      if (options.channels !== undefined) opts.channels = options.channels;
+      this.session.subscribe(options.symbols, opts);
     }
     if (!(options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket)) {
       throw new ConnectionError(
@@ -210,6 +220,11 @@ export class Client {
   /** The highest sequence number seen per symbol: what a reconnect resumes from. */
   lastSeqs(): Map<string, number> {
     return this.session.lastSeqs();
+  }
+
+  /** The book of `symbol` (subscribed with the `book` channel), as rebuilt so far. */
+  book(symbol: string): Book | undefined {
+    return this.session.book(symbol);
   }
 
   /** The session summary of `symbol`, when the server sent one. */
@@ -310,6 +325,8 @@ export class Client {
       },
       error: (e) => this.emit('error', e),
       control: (m) => this.emit('control', m),
+      book: (b) => this.emit('book', b),
+      bookGap: (g) => this.emit('bookGap', g),
     };
   }
 

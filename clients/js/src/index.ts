@@ -14,6 +14,7 @@
  */
 
 export { Backoff, seededRandom } from './backoff.js';
+export { Book, type BookGap, type BookLevel, type BookMessageJson } from './book.js';
 export {
   Client,
   ConnectionError,
@@ -35,6 +36,7 @@ export {
   FLAG_REPLAY,
   FLAG_SNAPSHOT,
   HEADER_SIZE,
+  KIND_BOOK,
   KIND_QUOTE,
   KIND_TRADE,
   MAX_MESSAGE_BYTES,

@@ -15,12 +15,14 @@ import {
   FLAG_REPLAY,
   FLAG_SNAPSHOT,
   HEADER_SIZE,
+  KIND_BOOK,
   KIND_TRADE,
   RECORD_SIZE,
   type Kind,
   type RecordView,
 } from './decode.js';
 import { formatFixed, formatFixedAt, parseFixed } from './fixed.js';
+import { Book, type BookGap, type BookMessageJson } from './book.js';
 import { type Gap, GapDetector } from './gaps.js';
 
 /** How ticks are sent on a connection. */
@@ -149,6 +151,10 @@ export interface SessionSink {
   error(e: Error): void;
   /** Any other text message. */
   control(message: unknown): void;
+  /** A book message changed `book` (on the `book` channel). */
+  book?(book: Book): void;
+  /** Book changes of a symbol were lost: its book is not the server's until a snapshot. */
+  bookGap?(gap: BookGap): void;
 }
 
 /** Options of one subscribe. */
@@ -157,6 +163,11 @@ export interface SubscribeOptions {
   maxRate?: number;
   /** Switch the connection's format. */
   format?: Format;
+  /**
+   * The channels of the symbols (`"trade"`, `"quote"`, `"book"`); absent: the server's
+   * default (trades and quotes) for new symbols. Reconnects ask for the latest given.
+   */
+  channels?: readonly string[];
 }
 
 interface SummaryState {
@@ -198,6 +209,10 @@ export class Session {
   private readonly pending = new Map<string, string[]>();
   /** The server rejected a resubscribe: send it again later. */
   private retry = false;
+  /** The channels of the latest subscribe that named them (sent again on reconnect). */
+  private channels: readonly string[] | undefined;
+  /** Each symbol's book, by name (it survives a reconnect; `resume_book` continues it). */
+  private readonly books = new Map<string, Book>();
 
   /** Whether subscribes ask for the symbols' session summaries (`"summary": true`). */
   private readonly wantSummary: boolean;
@@ -212,6 +227,7 @@ export class Session {
   subscribe(symbols: readonly string[], opts: SubscribeOptions = {}): string {
     const rate = opts.maxRate ?? 0;
     if (opts.format !== undefined) this.format = opts.format;
+    if (opts.channels !== undefined) this.channels = [...opts.channels];
     const added: string[] = [];
     for (const s of symbols) {
       if (s === '*') {
@@ -251,6 +267,21 @@ export class Session {
   private forget(name: string): void {
     this.gaps.forget(name);
     this.summaries.delete(name);
+    this.books.delete(name);
+  }
+
+  /** The book of `symbol` (subscribed with the `book` channel), as rebuilt so far. */
+  book(symbol: string): Book | undefined {
+    return this.books.get(symbol);
+  }
+
+  private bookOf(symbol: string): Book {
+    let b = this.books.get(symbol);
+    if (b === undefined) {
+      b = new Book(symbol);
+      this.books.set(symbol, b);
+    }
+    return b;
   }
 
   /** Whether anything is subscribed. */
@@ -354,6 +385,19 @@ export class Session {
     const msg: Record<string, unknown> = { op: 'subscribe', symbols, format: this.format };
     if (rate > 0) msg['max_rate'] = rate;
     if (resume !== undefined) msg['resume'] = resume;
+    if (this.channels !== undefined) msg['channels'] = this.channels;
+    if (id.startsWith('resubscribe-')) {
+      const books: Record<string, number> = {};
+      let any = false;
+      for (const s of symbols[0] === '*' ? this.books.keys() : symbols) {
+        const b = this.books.get(s);
+        if (b?.synced) {
+          books[s] = b.seq;
+          any = true;
+        }
+      }
+      if (any) msg['resume_book'] = books;
+    }
     if (this.wantSummary) msg['summary'] = true;
     msg['id'] = id;
     return JSON.stringify(msg);
@@ -373,10 +417,21 @@ export class Session {
       this.sink.error(e as Error);
       return;
     }
-    const ticks: Tick[] = new Array(decoded.records.length);
-    decoded.records.forEach((r, i) => {
+    const ticks: Tick[] = [];
+    decoded.records.forEach((r) => {
+      if (r.kindCode === KIND_BOOK) {
+        // Numbered apart: the symbol's book accounts for book changes.
+        const name = this.names[r.symbolId];
+        if (name === undefined) return;
+        const book = this.bookOf(name);
+        const done = book.applyRecord(r);
+        if (done === false) return;
+        if (done !== true) this.sink.bookGap?.(done);
+        this.sink.book?.(book);
+        return;
+      }
       const t = binaryTick(r, this.names[r.symbolId] ?? '');
-      ticks[i] = t;
+      ticks.push(t);
       if (t.symbol !== '') {
         this.gaps.observe(t.symbol, t.seq, t.flags, t.count, t.tsRecv);
         if (t.kind === 'trade' && this.summaries.has(t.symbol)) {
@@ -412,7 +467,15 @@ export class Session {
   private onJsonTicks(list: unknown[], length: number): void {
     const ticks: Tick[] = [];
     for (const o of list) {
-      const t = jsonTick(o as Record<string, unknown>, this.ids);
+      const rec = o as Record<string, unknown>;
+      if (rec !== null && typeof rec === 'object' && rec['type'] === 'book' && typeof rec['symbol'] === 'string') {
+        const book = this.bookOf(rec['symbol']);
+        const gap = book.applyJson(rec as unknown as BookMessageJson);
+        if (gap !== null) this.sink.bookGap?.(gap);
+        this.sink.book?.(book);
+        continue;
+      }
+      const t = jsonTick(rec, this.ids);
       if (t === null) {
         this.sink.error(new DecodeError('json', `not a tick: ${JSON.stringify(o)}`));
         continue;

@@ -232,3 +232,36 @@ test('a bad frame from the server is a DecodeError; the stream goes on', { timeo
   assert.equal(seen.ticks[0].price, '0.00000001');
   assert.equal(c.state, 'open', 'bad frames do not end the connection');
 });
+
+test('books: the client rebuilds the server\'s books, binary and JSON', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const limit = 6000;
+  const s = await server(port, [], `[[feeds]]\nkind = "synthetic"\nsymbols = 2\nrate = 4000\nlimit = ${limit}\nbook_depth = 5\n`);
+  const url = `ws://127.0.0.1:${port}/ws`;
+  const symbols = ['SYM0', 'SYM1'];
+  const bin = client(url, { symbols, channels: ['book'] });
+  const json = client(url, { symbols, channels: ['book'], format: 'json', maxRate: 5 });
+  const gaps = [];
+  for (const c of [bin, json]) c.on('bookGap', (g) => gaps.push(g));
+  const stats = async () => (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()).sequencer.ticks;
+  const end = Date.now() + WAIT_MS;
+  while ((await stats()) < limit) {
+    assert.ok(Date.now() < end, 'the feed ends');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  // A late subscriber's snapshot is the server's current book.
+  const late = client(url, { symbols, channels: ['book'], format: 'json' });
+  await until('the late snapshots', () => symbols.every((n) => late.book(n)?.synced));
+  for (const c of [bin, json]) {
+    await until('the books to catch up', () => symbols.every((n) => c.book(n)?.seq === late.book(n).seq));
+    for (const n of symbols) {
+      for (const side of ['bid', 'ask']) {
+        const want = late.book(n).levels(side).map((l) => [l.price, l.size]);
+        assert.ok(want.length > 0, `${n} ${side}`);
+        assert.deepEqual(c.book(n).levels(side).map((l) => [l.price, l.size]), want, `${n} ${side}`);
+      }
+    }
+  }
+  assert.deepEqual(gaps, []);
+  await s.stop();
+});

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 
 import {
   Backoff,
+  Book,
   decode,
   decodeHeader,
   DecodeError,
@@ -319,4 +320,52 @@ test('backoff: equal jitter between half and all of a doubling cap, reset to the
   }
   b.reset();
   assert.ok(b.nextDelayMs() <= 100);
+});
+
+const level = (symbolId, seq, flags, count, side, price, size, levels, index) => ({
+  kind: 3,
+  flags,
+  symbolId,
+  seq,
+  tsEvent: T0,
+  tsRecv: T0,
+  count,
+  values: [price, size, BigInt(side), BigInt(levels) | (BigInt(index) << 32n)],
+});
+
+test('books: snapshot, changes, merged changes and gaps, binary and JSON, resumed on reconnect', () => {
+  const { seen, sink } = recorder();
+  const books = [];
+  const bookGaps = [];
+  const s = new Session({ ...sink, book: (b) => books.push(b.seq), bookGap: (g) => bookGaps.push(g) }, 'binary', false);
+  const sub = JSON.parse(s.subscribe(['A'], { channels: ['book'] }));
+  assert.deepEqual(sub.channels, ['book']);
+  s.connected();
+  s.onText('{"type":"symbols","symbols":[{"id":0,"name":"A"}]}');
+  s.onBinary(
+    encode([
+      level(0, 7, 1, 1, 0, 100n, 1n, 3, 0),
+      level(0, 7, 1, 1, 0, 101n, 2n, 3, 1),
+      level(0, 7, 1, 1, 1, 103n, 5n, 3, 2),
+      level(0, 8, 0, 1, 0, 100n, 0n, 1, 0),
+      level(0, 11, 2, 3, 0, 0n, 0n, 0, 0),
+    ]),
+  );
+  assert.deepEqual(books, [7, 8, 11], 'one event per complete message');
+  assert.deepEqual(seen.ticks, [], 'book records are not ticks');
+  assert.deepEqual(seen.gaps, [], 'nor counted by the trade-and-quote gap detector');
+  const b = s.book('A');
+  assert.deepEqual(b.levels('bid').map((l) => [l.price, l.size]), [['0.00000101', '0.00000002']]);
+  assert.deepEqual(b.levels('ask').map((l) => l.px), [103n]);
+  const again = JSON.parse(s.connected()[0]);
+  assert.deepEqual([again.channels, again.resume_book], [['book'], { A: 11 }]);
+  s.onText('{"type":"symbols","symbols":[{"id":0,"name":"A"}]}');
+  s.onBinary(encode([level(0, 13, 0, 1, 1, 104n, 1n, 1, 0)]));
+  assert.deepEqual(bookGaps, [{ symbol: 'A', expected: 12, got: 13 }]);
+  assert.equal(b.synced, false);
+  // JSON book objects, with exact decimals.
+  const j = new Book('B');
+  assert.equal(j.applyJson({ symbol: 'B', seq: 5, flags: ['snapshot'], count: 1, bids: [['816.35', '1.5']], asks: [] }), null);
+  assert.equal(j.applyJson({ symbol: 'B', seq: 6, flags: [], count: 1, bids: [['816.35', '0']], asks: [['817', '2']] }), null);
+  assert.deepEqual([j.levels('bid'), j.levels('ask').map((l) => [l.price, l.sz])], [[], [['817', 200000000n]]]);
 });

@@ -80,7 +80,12 @@ export class Client {
                 this.session.seedResume(name, seq);
         }
         if (options.symbols && options.symbols.length > 0) {
-            this.session.subscribe(options.symbols, options.maxRate === undefined ? {} : { maxRate: options.maxRate });
+            const opts = {};
+            if (options.maxRate !== undefined)
+                opts.maxRate = options.maxRate;
+            if (options.channels !== undefined)
+                opts.channels = options.channels;
+            this.session.subscribe(options.symbols, opts);
         }
         if (!(options.WebSocket ?? globalThis.WebSocket)) {
             throw new ConnectionError('no WebSocket: pass one as the WebSocket option (e.g. the ws package), or use Node >= 22 (Node 20: --experimental-websocket)');
@@ -98,6 +103,10 @@ export class Client {
     /** The highest sequence number seen per symbol: what a reconnect resumes from. */
     lastSeqs() {
         return this.session.lastSeqs();
+    }
+    /** The book of `symbol` (subscribed with the `book` channel), as rebuilt so far. */
+    book(symbol) {
+        return this.session.book(symbol);
     }
     /** The session summary of `symbol`, when the server sent one. */
     summary(symbol) {
@@ -192,6 +201,8 @@ export class Client {
             },
             error: (e) => this.emit('error', e),
             control: (m) => this.emit('control', m),
+            book: (b) => this.emit('book', b),
+            bookGap: (g) => this.emit('bookGap', g),
         };
     }
     setState(change) {

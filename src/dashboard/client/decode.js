@@ -28,6 +28,8 @@ export const MAX_MESSAGE_BYTES = 65_535;
 export const KIND_TRADE = 1;
 /** `kind` byte of a quote. */
 export const KIND_QUOTE = 2;
+/** `kind` byte of a book level change (`docs/protocol.md`, "Order books"). */
+export const KIND_BOOK = 3;
 /** Flag bit: the latest value, sent on subscribe or after the server lost its place. */
 export const FLAG_SNAPSHOT = 1;
 /** Flag bit: the record stands for `count` merged updates. */
@@ -135,6 +137,18 @@ export class RecordView {
     get askSz() {
         return this.decimal(3);
     }
+    /** Book: the level's side (side word, bits 0–7). */
+    get bookSide() {
+        return this.view.getUint8(this.offset + 56) === 1 ? 'ask' : 'bid';
+    }
+    /** Book: levels in the book message this record belongs to (group word, low half). */
+    get bookLevels() {
+        return this.view.getUint32(this.offset + 64, true);
+    }
+    /** Book: this record's index in its book message (group word, high half). */
+    get bookIndex() {
+        return this.view.getUint32(this.offset + 68, true);
+    }
 }
 function asView(data) {
     if (data instanceof ArrayBuffer)
@@ -179,7 +193,7 @@ function header(view) {
 /**
  * Decodes a binary data message: its header, checked against the length, and a view
  * of each record. Throws {@link DecodeError} when the message does not follow the
- * layout, including a record whose kind is neither trade nor quote.
+ * layout, including a record whose kind is not a trade, a quote or a book change.
  */
 export function decode(data) {
     const view = asView(data);
@@ -187,8 +201,8 @@ export function decode(data) {
     const records = new Array(h.recordCount);
     for (let i = 0, o = HEADER_SIZE; i < h.recordCount; i++, o += RECORD_SIZE) {
         const kind = view.getUint8(o);
-        if (kind !== KIND_TRADE && kind !== KIND_QUOTE) {
-            throw new DecodeError('kind', `record ${i}: unknown kind ${kind} (1 is a trade, 2 a quote)`);
+        if (kind !== KIND_TRADE && kind !== KIND_QUOTE && kind !== KIND_BOOK) {
+            throw new DecodeError('kind', `record ${i}: unknown kind ${kind} (1 is a trade, 2 a quote, 3 a book change)`);
         }
         records[i] = new RecordView(view, o);
     }

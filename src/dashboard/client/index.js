@@ -14,8 +14,9 @@
  * @module
  */
 export { Backoff, seededRandom } from './backoff.js';
+export { Book } from './book.js';
 export { Client, ConnectionError, connect, } from './client.js';
-export { decode, decodeHeader, encode, DecodeError, RecordView, FLAG_CONFLATED, FLAG_REPLAY, FLAG_SNAPSHOT, HEADER_SIZE, KIND_QUOTE, KIND_TRADE, MAX_MESSAGE_BYTES, QUOTE_FIELDS, RECORD_SIZE, TRADE_FIELDS, VERSION, } from './decode.js';
+export { decode, decodeHeader, encode, DecodeError, RecordView, FLAG_CONFLATED, FLAG_REPLAY, FLAG_SNAPSHOT, HEADER_SIZE, KIND_BOOK, KIND_QUOTE, KIND_TRADE, MAX_MESSAGE_BYTES, QUOTE_FIELDS, RECORD_SIZE, TRADE_FIELDS, VERSION, } from './decode.js';
 export { decimalPlaces, DECIMALS, FixedError, formatFixed, formatFixedAt, parseFixed, SCALE } from './fixed.js';
 export { GapDetector } from './gaps.js';
 export { ServerError, Session, } from './session.js';

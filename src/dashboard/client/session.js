@@ -8,8 +8,9 @@
  *
  * @module
  */
-import { decode, DecodeError, FLAG_CONFLATED, FLAG_REPLAY, FLAG_SNAPSHOT, HEADER_SIZE, KIND_TRADE, RECORD_SIZE, } from './decode.js';
+import { decode, DecodeError, FLAG_CONFLATED, FLAG_REPLAY, FLAG_SNAPSHOT, HEADER_SIZE, KIND_BOOK, KIND_TRADE, RECORD_SIZE, } from './decode.js';
 import { formatFixed, formatFixedAt, parseFixed } from './fixed.js';
+import { Book } from './book.js';
 import { GapDetector } from './gaps.js';
 /** The server rejected a control message (`{"type":"error"}`). */
 export class ServerError extends Error {
@@ -55,6 +56,10 @@ export class Session {
     pending = new Map();
     /** The server rejected a resubscribe: send it again later. */
     retry = false;
+    /** The channels of the latest subscribe that named them (sent again on reconnect). */
+    channels;
+    /** Each symbol's book, by name (it survives a reconnect; `resume_book` continues it). */
+    books = new Map();
     /** Whether subscribes ask for the symbols' session summaries (`"summary": true`). */
     wantSummary;
     constructor(sink, format = 'binary', summary = true) {
@@ -67,6 +72,8 @@ export class Session {
         const rate = opts.maxRate ?? 0;
         if (opts.format !== undefined)
             this.format = opts.format;
+        if (opts.channels !== undefined)
+            this.channels = [...opts.channels];
         const added = [];
         for (const s of symbols) {
             if (s === '*') {
@@ -108,6 +115,19 @@ export class Session {
     forget(name) {
         this.gaps.forget(name);
         this.summaries.delete(name);
+        this.books.delete(name);
+    }
+    /** The book of `symbol` (subscribed with the `book` channel), as rebuilt so far. */
+    book(symbol) {
+        return this.books.get(symbol);
+    }
+    bookOf(symbol) {
+        let b = this.books.get(symbol);
+        if (b === undefined) {
+            b = new Book(symbol);
+            this.books.set(symbol, b);
+        }
+        return b;
     }
     /** Whether anything is subscribed. */
     hasSubscriptions() {
@@ -204,6 +224,21 @@ export class Session {
             msg['max_rate'] = rate;
         if (resume !== undefined)
             msg['resume'] = resume;
+        if (this.channels !== undefined)
+            msg['channels'] = this.channels;
+        if (id.startsWith('resubscribe-')) {
+            const books = {};
+            let any = false;
+            for (const s of symbols[0] === '*' ? this.books.keys() : symbols) {
+                const b = this.books.get(s);
+                if (b?.synced) {
+                    books[s] = b.seq;
+                    any = true;
+                }
+            }
+            if (any)
+                msg['resume_book'] = books;
+        }
         if (this.wantSummary)
             msg['summary'] = true;
         msg['id'] = id;
@@ -223,10 +258,24 @@ export class Session {
             this.sink.error(e);
             return;
         }
-        const ticks = new Array(decoded.records.length);
-        decoded.records.forEach((r, i) => {
+        const ticks = [];
+        decoded.records.forEach((r) => {
+            if (r.kindCode === KIND_BOOK) {
+                // Numbered apart: the symbol's book accounts for book changes.
+                const name = this.names[r.symbolId];
+                if (name === undefined)
+                    return;
+                const book = this.bookOf(name);
+                const done = book.applyRecord(r);
+                if (done === false)
+                    return;
+                if (done !== true)
+                    this.sink.bookGap?.(done);
+                this.sink.book?.(book);
+                return;
+            }
             const t = binaryTick(r, this.names[r.symbolId] ?? '');
-            ticks[i] = t;
+            ticks.push(t);
             if (t.symbol !== '') {
                 this.gaps.observe(t.symbol, t.seq, t.flags, t.count, t.tsRecv);
                 if (t.kind === 'trade' && this.summaries.has(t.symbol)) {
@@ -264,7 +313,16 @@ export class Session {
     onJsonTicks(list, length) {
         const ticks = [];
         for (const o of list) {
-            const t = jsonTick(o, this.ids);
+            const rec = o;
+            if (rec !== null && typeof rec === 'object' && rec['type'] === 'book' && typeof rec['symbol'] === 'string') {
+                const book = this.bookOf(rec['symbol']);
+                const gap = book.applyJson(rec);
+                if (gap !== null)
+                    this.sink.bookGap?.(gap);
+                this.sink.book?.(book);
+                continue;
+            }
+            const t = jsonTick(rec, this.ids);
             if (t === null) {
                 this.sink.error(new DecodeError('json', `not a tick: ${JSON.stringify(o)}`));
                 continue;
