@@ -7,7 +7,8 @@
 // a requestAnimationFrame pass writes the changed cells of the rows on screen, at most
 // RENDER_INTERVAL_MS apart. However many ticks arrive, a visible row is written at most
 // 20 times a second; a row scrolled out of view keeps its model current and is drawn
-// when it comes back.
+// when it comes back. Clicking a symbol subscribes it to the `book` channel too: the
+// client rebuilds the book, and its 'book' events redraw the depth ladder once a frame.
 
 import { connect, decimalPlaces } from '/client/index.js';
 
@@ -53,7 +54,13 @@ const ui = {
   auth: $('auth'),
   authMessage: $('auth-message'),
   token: $('token'),
+  depth: $('depth'),
+  depthTitle: $('depth-title'),
+  ladder: $('ladder-rows'),
+  depthNote: $('depth-note'),
 };
+/** Levels per side the depth ladder shows. */
+const LADDER_LEVELS = 10;
 const css = getComputedStyle(document.documentElement);
 const UP = css.getPropertyValue('--up').trim() || '#1fc77e';
 const DOWN = css.getPropertyValue('--down').trim() || '#f0475b';
@@ -70,6 +77,9 @@ let settings = { maxRate: 0, format: 'json', sort: null };
 let client = null;
 /** The token for a server with [auth] ('' when none). */
 let token = '';
+/** The symbol whose order book the depth ladder shows (null: none). */
+let selected = null;
+let ladderScheduled = false;
 
 const stats = {
   messages: 0,
@@ -87,6 +97,7 @@ const stats = {
   lastError: null,
   lastGap: null,
   authChecks: 0,
+  bookGaps: 0,
 };
 
 // ---------------------------------------------------------------- persistence
@@ -156,6 +167,7 @@ function makeRow(name) {
     // Writing a text node's data is cheaper than replacing a cell's children.
     if (el.tagName === 'TD') texts[el.dataset.field] = el.appendChild(document.createTextNode(''));
   }
+  tr.querySelector('th').addEventListener('click', () => select(name));
   const rm = tr.querySelector('button.remove');
   rm.setAttribute('aria-label', 'Remove ' + name);
   rm.addEventListener('click', () => removeSymbol(name));
@@ -593,6 +605,7 @@ function startClient() {
     backoffMaxMs: BACKOFF_MAX_MS,
   });
   const c = client;
+  if (selected !== null && rows.has(selected)) c.subscribe([selected], { ...subscribeOptions(), channels: WITH_BOOK });
   c.on('state', (s) => onState(c, s));
   c.on('tick', applyTick);
   c.on('batch', () => {
@@ -620,6 +633,13 @@ function startClient() {
     stats.shutdownNotices++;
     note('server restarting: reconnecting');
     markStale();
+  });
+  c.on('book', (b) => {
+    if (b.symbol === selected) scheduleLadder();
+  });
+  c.on('bookGap', (g) => {
+    stats.bookGaps++;
+    stats.lastGap = { symbol: g.symbol, expected: g.expected, got: g.got, book: true };
   });
   c.on('error', onError);
 }
@@ -790,9 +810,75 @@ function addSymbol(name) {
   if (client) client.subscribe([name], subscribeOptions());
 }
 
+// ---------------------------------------------------------------- depth ladder
+
+const TRADES_AND_QUOTES = ['trade', 'quote'];
+const WITH_BOOK = ['trade', 'quote', 'book'];
+
+/**
+ * Shows `name`'s order book: its subscription gains the `book` channel (the server
+ * sends the whole book, then its changes) and the one shown before goes back to
+ * trades and quotes. Selecting the shown symbol again hides the ladder.
+ */
+function select(name) {
+  const prev = selected;
+  selected = prev === name ? null : name;
+  if (prev !== null) {
+    const r = rows.get(prev);
+    if (r) r.tr.removeAttribute('aria-selected');
+    if (client && rows.has(prev)) client.subscribe([prev], { ...subscribeOptions(), channels: TRADES_AND_QUOTES });
+  }
+  if (selected !== null) {
+    rows.get(selected)?.tr.setAttribute('aria-selected', 'true');
+    if (client) client.subscribe([selected], { ...subscribeOptions(), channels: WITH_BOOK });
+  }
+  ui.depth.hidden = selected === null;
+  renderLadder();
+}
+
+function scheduleLadder() {
+  if (ladderScheduled) return;
+  ladderScheduled = true;
+  requestAnimationFrame(() => {
+    ladderScheduled = false;
+    renderLadder();
+  });
+}
+
+/** Writes the ladder: the best LADDER_LEVELS bids and asks of the selected symbol. */
+function renderLadder() {
+  if (selected === null) return;
+  ui.depthTitle.textContent = `Order book · ${selected}`;
+  const book = client && client.book(selected);
+  const bids = book ? book.levels('bid', LADDER_LEVELS) : [];
+  const asks = book ? book.levels('ask', LADDER_LEVELS) : [];
+  const n = Math.max(bids.length, asks.length);
+  const body = ui.ladder;
+  while (body.rows.length > n) body.deleteRow(-1);
+  while (body.rows.length < n) {
+    const tr = body.insertRow();
+    for (const cls of ['bid size', 'bid', 'ask', 'ask size']) tr.insertCell().className = cls;
+  }
+  for (let i = 0; i < n; i++) {
+    const c = body.rows[i].cells;
+    c[0].textContent = bids[i] ? bids[i].size : '';
+    c[1].textContent = bids[i] ? bids[i].price : '';
+    c[2].textContent = asks[i] ? asks[i].price : '';
+    c[3].textContent = asks[i] ? asks[i].size : '';
+  }
+  ui.depthNote.textContent = !book
+    ? 'waiting for the book…'
+    : n === 0
+      ? 'no levels: the feed publishes no book for this symbol'
+      : book.synced
+        ? `book #${book.seq}`
+        : `book #${book.seq}: changes were lost, waiting for a snapshot`;
+}
+
 function removeSymbol(name) {
   const i = watch.indexOf(name);
   if (i < 0) return;
+  if (selected === name) select(name);
   watch.splice(i, 1);
   saveWatch();
   dropRow(name);
@@ -990,6 +1076,13 @@ window.tickcast = {
     );
   },
   summary: (name) => client && client.summary(name),
+  select,
+  /** The depth ladder as shown: [[bid size, bid, ask, ask size], …]. */
+  ladder: () => [...ui.ladder.rows].map((tr) => [...tr.cells].map((c) => c.textContent)),
+  book: (name) => {
+    const b = client && client.book(name);
+    return b && { seq: b.seq, synced: b.synced };
+  },
   order: () => [...ui.rows.querySelectorAll('tr[data-symbol]')].map((tr) => tr.dataset.symbol),
   formatChange,
 };

@@ -614,6 +614,63 @@ step('a tick lost on the way shows up as a gap', async () => {
   console.log(`dropped SYM42 seq ${dropped.seq}: gap reported ${JSON.stringify(after.lastGap)}`);
 });
 
+step('a symbol clicked shows its depth ladder, equal to the server\'s book', async () => {
+  const limit = 9000;
+  await stopServer(server);
+  server = await startServer(
+    [],
+    `[[feeds]]\nkind = "synthetic"\nsymbols = 200\nrate = 3000\nlimit = ${limit}\nbook_depth = 6\n`,
+  );
+  await waitConnected();
+  await page.click('tr[data-symbol="SYM0"] th');
+  await page.waitForSelector('#depth:not([hidden])', { timeout: WAIT_MS });
+  await page.waitForFunction(() => window.tickcast.ladder().length > 0, null, { timeout: WAIT_MS });
+  // The feed ends; a subscriber that joins then gets the server's book as its snapshot.
+  const end = Date.now() + WAIT_MS;
+  for (;;) {
+    const s = await (await fetch(`${server.url}stats`)).json();
+    if (s.sequencer.ticks >= limit) break;
+    assert.ok(Date.now() < end, 'the feed ends');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const want = await page.evaluate(
+    (url) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => ws.send(JSON.stringify({ op: 'subscribe', symbols: ['SYM0'], channels: ['book'], format: 'json' }));
+        ws.onerror = () => reject(new Error('snapshot subscriber failed'));
+        ws.onmessage = (m) => {
+          const v = JSON.parse(m.data);
+          const b = Array.isArray(v) && v.find((o) => o.type === 'book');
+          if (!b) return;
+          ws.close();
+          resolve({ seq: b.seq, bids: b.bids, asks: b.asks });
+        };
+      }),
+    server.url.replace('http://', 'ws://') + 'ws',
+  );
+  assert.ok(want.bids.length > 0 && want.asks.length > 0, JSON.stringify(want));
+  await page.waitForFunction((seq) => window.tickcast.book('SYM0')?.seq === seq, want.seq, { timeout: WAIT_MS });
+  const rowsWanted = Array.from({ length: Math.min(10, Math.max(want.bids.length, want.asks.length)) }, (_, i) => [
+    want.bids[i]?.[1] ?? '',
+    want.bids[i]?.[0] ?? '',
+    want.asks[i]?.[0] ?? '',
+    want.asks[i]?.[1] ?? '',
+  ]);
+  await page.waitForFunction((w) => JSON.stringify(window.tickcast.ladder()) === JSON.stringify(w), rowsWanted, {
+    timeout: WAIT_MS,
+  });
+  assert.match(await page.textContent('#depth-note'), new RegExp(`book #${want.seq}$`));
+  assert.equal(await page.getAttribute('tr[data-symbol="SYM0"]', 'aria-selected'), 'true');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-depth.png'), fullPage: true });
+  console.log(`depth ladder of SYM0 at book #${want.seq}: ${rowsWanted.length} rows as the server's book`);
+  // Clicked again: the ladder goes, and the symbol keeps its trades and quotes.
+  await page.click('tr[data-symbol="SYM0"] th');
+  await page.waitForSelector('#depth[hidden]', { state: 'attached', timeout: WAIT_MS });
+  assert.equal(await page.getAttribute('tr[data-symbol="SYM0"]', 'aria-selected'), null);
+  assert.equal((await stats()).bookGaps, 0);
+});
+
 /** An HS256 JWT with `claims`, signed with `secret`. */
 function jwt(claims, secret) {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');

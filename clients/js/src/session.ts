@@ -165,7 +165,10 @@ export interface SubscribeOptions {
   format?: Format;
   /**
    * The channels of the symbols (`"trade"`, `"quote"`, `"book"`); absent: the server's
-   * default (trades and quotes) for new symbols. Reconnects ask for the latest given.
+   * default (trades and quotes) for new symbols, unchanged for held ones. Given for
+   * held symbols, it replaces theirs (a symbol that gains `"book"` gets its book
+   * snapshot; one that loses it, its book forgotten). Reconnects ask for each
+   * symbol's latest.
    */
   channels?: readonly string[];
 }
@@ -209,8 +212,10 @@ export class Session {
   private readonly pending = new Map<string, string[]>();
   /** The server rejected a resubscribe: send it again later. */
   private retry = false;
-  /** The channels of the latest subscribe that named them (sent again on reconnect). */
-  private channels: readonly string[] | undefined;
+  /** Each symbol's channels, when a subscribe named them (sent again on reconnect). */
+  private readonly channelsOf = new Map<string, string>();
+  /** The wildcard's channels, when its subscribe named them. */
+  private wildcardChannels: string | undefined;
   /** Each symbol's book, by name (it survives a reconnect; `resume_book` continues it). */
   private readonly books = new Map<string, Book>();
 
@@ -227,20 +232,25 @@ export class Session {
   subscribe(symbols: readonly string[], opts: SubscribeOptions = {}): string {
     const rate = opts.maxRate ?? 0;
     if (opts.format !== undefined) this.format = opts.format;
-    if (opts.channels !== undefined) this.channels = [...opts.channels];
+    const channels = opts.channels === undefined ? undefined : opts.channels.join(',');
     const added: string[] = [];
     for (const s of symbols) {
       if (s === '*') {
         this.wildcard = true;
         this.wildcardRate = rate;
+        if (channels !== undefined) this.wildcardChannels = channels;
       } else {
         if (!this.wanted.has(s)) added.push(s);
         this.wanted.set(s, rate);
+        if (channels !== undefined) {
+          this.channelsOf.set(s, channels);
+          if (!opts.channels?.includes('book')) this.books.delete(s);
+        }
       }
     }
     const id = `subscribe-${++this.sent}`;
     this.pending.set(id, added);
-    return this.subscribeMessage(symbols, rate, undefined, id);
+    return this.subscribeMessage(symbols, rate, undefined, id, channels);
   }
 
   /** A resume point for the first connection (from an earlier client's `lastSeqs()`). */
@@ -268,6 +278,7 @@ export class Session {
     this.gaps.forget(name);
     this.summaries.delete(name);
     this.books.delete(name);
+    this.channelsOf.delete(name);
   }
 
   /** The book of `symbol` (subscribed with the `book` channel), as rebuilt so far. */
@@ -340,22 +351,30 @@ export class Session {
       return any ? out : undefined;
     };
     const messages: string[] = [];
-    const send = (symbols: string[], rate: number, resume: Record<string, number> | undefined) => {
+    const send = (
+      symbols: string[],
+      rate: number,
+      resume: Record<string, number> | undefined,
+      channels: string | undefined,
+    ) => {
       const id = `resubscribe-${++this.sent}`;
       this.awaiting.add(id);
-      messages.push(this.subscribeMessage(symbols, rate, resume, id));
+      messages.push(this.subscribeMessage(symbols, rate, resume, id, channels));
     };
-    if (this.wildcard) send(['*'], this.wildcardRate, resumeOf(null));
-    const byRate = new Map<number, string[]>();
+    if (this.wildcard) send(['*'], this.wildcardRate, resumeOf(null), this.wildcardChannels);
+    // One subscribe per distinct (rate, channels).
+    const groups = new Map<string, { rate: number; channels: string | undefined; names: string[] }>();
     for (const [name, rate] of this.wanted) {
-      if (this.wildcard && rate === this.wildcardRate) continue;
-      const list = byRate.get(rate);
-      if (list) list.push(name);
-      else byRate.set(rate, [name]);
+      const channels = this.channelsOf.get(name);
+      if (this.wildcard && rate === this.wildcardRate && channels === this.wildcardChannels) continue;
+      const key = `${rate}|${channels ?? ''}`;
+      const g = groups.get(key);
+      if (g) g.names.push(name);
+      else groups.set(key, { rate, channels, names: [name] });
     }
-    for (const [rate, names] of byRate) {
+    for (const { rate, channels, names } of groups.values()) {
       names.sort();
-      send(names, rate, this.wildcard ? undefined : resumeOf(new Set(names)));
+      send(names, rate, this.wildcard ? undefined : resumeOf(new Set(names)), channels);
     }
     return messages;
   }
@@ -381,11 +400,12 @@ export class Session {
     rate: number,
     resume: Record<string, number> | undefined,
     id: string,
+    channels?: string,
   ): string {
     const msg: Record<string, unknown> = { op: 'subscribe', symbols, format: this.format };
     if (rate > 0) msg['max_rate'] = rate;
     if (resume !== undefined) msg['resume'] = resume;
-    if (this.channels !== undefined) msg['channels'] = this.channels;
+    if (channels !== undefined) msg['channels'] = channels.split(',');
     if (id.startsWith('resubscribe-')) {
       const books: Record<string, number> = {};
       let any = false;

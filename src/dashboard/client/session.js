@@ -56,8 +56,10 @@ export class Session {
     pending = new Map();
     /** The server rejected a resubscribe: send it again later. */
     retry = false;
-    /** The channels of the latest subscribe that named them (sent again on reconnect). */
-    channels;
+    /** Each symbol's channels, when a subscribe named them (sent again on reconnect). */
+    channelsOf = new Map();
+    /** The wildcard's channels, when its subscribe named them. */
+    wildcardChannels;
     /** Each symbol's book, by name (it survives a reconnect; `resume_book` continues it). */
     books = new Map();
     /** Whether subscribes ask for the symbols' session summaries (`"summary": true`). */
@@ -72,23 +74,29 @@ export class Session {
         const rate = opts.maxRate ?? 0;
         if (opts.format !== undefined)
             this.format = opts.format;
-        if (opts.channels !== undefined)
-            this.channels = [...opts.channels];
+        const channels = opts.channels === undefined ? undefined : opts.channels.join(',');
         const added = [];
         for (const s of symbols) {
             if (s === '*') {
                 this.wildcard = true;
                 this.wildcardRate = rate;
+                if (channels !== undefined)
+                    this.wildcardChannels = channels;
             }
             else {
                 if (!this.wanted.has(s))
                     added.push(s);
                 this.wanted.set(s, rate);
+                if (channels !== undefined) {
+                    this.channelsOf.set(s, channels);
+                    if (!opts.channels?.includes('book'))
+                        this.books.delete(s);
+                }
             }
         }
         const id = `subscribe-${++this.sent}`;
         this.pending.set(id, added);
-        return this.subscribeMessage(symbols, rate, undefined, id);
+        return this.subscribeMessage(symbols, rate, undefined, id, channels);
     }
     /** A resume point for the first connection (from an earlier client's `lastSeqs()`). */
     seedResume(symbol, seq) {
@@ -116,6 +124,7 @@ export class Session {
         this.gaps.forget(name);
         this.summaries.delete(name);
         this.books.delete(name);
+        this.channelsOf.delete(name);
     }
     /** The book of `symbol` (subscribed with the `book` channel), as rebuilt so far. */
     book(symbol) {
@@ -182,26 +191,29 @@ export class Session {
             return any ? out : undefined;
         };
         const messages = [];
-        const send = (symbols, rate, resume) => {
+        const send = (symbols, rate, resume, channels) => {
             const id = `resubscribe-${++this.sent}`;
             this.awaiting.add(id);
-            messages.push(this.subscribeMessage(symbols, rate, resume, id));
+            messages.push(this.subscribeMessage(symbols, rate, resume, id, channels));
         };
         if (this.wildcard)
-            send(['*'], this.wildcardRate, resumeOf(null));
-        const byRate = new Map();
+            send(['*'], this.wildcardRate, resumeOf(null), this.wildcardChannels);
+        // One subscribe per distinct (rate, channels).
+        const groups = new Map();
         for (const [name, rate] of this.wanted) {
-            if (this.wildcard && rate === this.wildcardRate)
+            const channels = this.channelsOf.get(name);
+            if (this.wildcard && rate === this.wildcardRate && channels === this.wildcardChannels)
                 continue;
-            const list = byRate.get(rate);
-            if (list)
-                list.push(name);
+            const key = `${rate}|${channels ?? ''}`;
+            const g = groups.get(key);
+            if (g)
+                g.names.push(name);
             else
-                byRate.set(rate, [name]);
+                groups.set(key, { rate, channels, names: [name] });
         }
-        for (const [rate, names] of byRate) {
+        for (const { rate, channels, names } of groups.values()) {
             names.sort();
-            send(names, rate, this.wildcard ? undefined : resumeOf(new Set(names)));
+            send(names, rate, this.wildcard ? undefined : resumeOf(new Set(names)), channels);
         }
         return messages;
     }
@@ -218,14 +230,14 @@ export class Session {
     isShutdownAnnounced() {
         return this.shutdownAnnounced;
     }
-    subscribeMessage(symbols, rate, resume, id) {
+    subscribeMessage(symbols, rate, resume, id, channels) {
         const msg = { op: 'subscribe', symbols, format: this.format };
         if (rate > 0)
             msg['max_rate'] = rate;
         if (resume !== undefined)
             msg['resume'] = resume;
-        if (this.channels !== undefined)
-            msg['channels'] = this.channels;
+        if (channels !== undefined)
+            msg['channels'] = channels.split(',');
         if (id.startsWith('resubscribe-')) {
             const books = {};
             let any = false;
