@@ -278,3 +278,75 @@ async fn books_rebuilt_by_subscribers_equal_the_servers() {
     );
     server.shutdown();
 }
+
+/// The recorder writes book changes like every sequenced tick, and the replay feed
+/// plays them back into another server's books: both end with the same books.
+#[test]
+fn recorded_books_replay_into_the_same_books() {
+    let dir = std::env::temp_dir().join(format!("tickcast-books-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = config(SYMBOLS, 5_000);
+    cfg.feeds = vec![FeedSpec::Synthetic(SyntheticConfig {
+        symbols: SYMBOLS,
+        rate: 5_000,
+        limit: LIMIT,
+        book_depth: DEPTH,
+        ..SyntheticConfig::default()
+    })];
+    cfg.record = Some(tickcast::recorder::RecordConfig {
+        dir: dir.clone(),
+        flush_interval_ms: 50,
+        ..tickcast::recorder::RecordConfig::default()
+    });
+    let first = start_server(cfg);
+    let deadline = std::time::Instant::now() + WAIT;
+    while first.stats().recorder.ticks.load(Ordering::Relaxed) < LIMIT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the recorder did not get every tick"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let books: Vec<_> = (0..SYMBOLS as u32).map(|id| first.lvc().book(id)).collect();
+    let changes = first.stats().sequencer.book_changes.load(Ordering::Relaxed);
+    assert!(
+        changes > LIMIT / 2,
+        "{changes} book changes of {LIMIT} updates"
+    );
+    first.shutdown();
+
+    let mut replay = tickcast::feed::replay::ReplayConfig::new(&dir);
+    replay.speed = 0.0;
+    let mut cfg = config(0, 0);
+    cfg.feeds = vec![FeedSpec::Replay(replay)];
+    let second = tickcast::server::Server::start(cfg).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while second.stats().sequencer.ticks.load(Ordering::Relaxed) < LIMIT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        second
+            .stats()
+            .sequencer
+            .book_changes
+            .load(Ordering::Relaxed),
+        changes
+    );
+    for (i, want) in books.iter().enumerate() {
+        let name = format!("SYM{i}");
+        let got = second.lvc().book(second.symbols().id_of(&name).unwrap());
+        assert!(!want.bids.is_empty(), "{name}");
+        assert_eq!(
+            (got.seq, &got.bids, &got.asks),
+            (want.seq, &want.bids, &want.asks),
+            "{name}"
+        );
+    }
+    second.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
