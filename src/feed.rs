@@ -16,6 +16,7 @@
 
 pub mod binance;
 pub mod coinbase;
+pub mod depth_sync;
 pub mod exchange;
 pub mod normalize;
 pub mod replay;
