@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -161,7 +160,7 @@ fn assert_matches(got: &[FeedTick], want: &[Expect]) {
 // A feed on its own, reading the sequencer's channel.
 
 struct RunningFeed {
-    rx: Receiver<FeedTick>,
+    rx: feed::FeedReceiver,
     status: Arc<FeedStatus>,
     shutdown: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -169,7 +168,7 @@ struct RunningFeed {
 
 impl RunningFeed {
     fn start(spec: FeedSpec) -> RunningFeed {
-        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let (tx, rx) = feed::channel(1024);
         let status = Arc::new(FeedStatus::new(feed::name(&spec)));
         let shutdown = Arc::new(AtomicBool::new(false));
         let ctx = FeedContext {
@@ -837,7 +836,7 @@ fn bad_venue_messages_are_counted_and_skipped() {
 fn several_feeds_share_the_channel() {
     let binance = capture(BINANCE);
     let coinbase = capture(COINBASE);
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (tx, rx) = feed::channel(64);
     let shutdown = Arc::new(AtomicBool::new(false));
     let symbols = Arc::new(SymbolTable::new(64));
     let mut threads = Vec::new();
@@ -1078,11 +1077,13 @@ fn a_feed_that_cannot_start_fails_the_server() {
     let unknown =
         std::env::temp_dir().join(format!("tickcast-unknown-{}.jsonl", std::process::id()));
     std::fs::write(&unknown, "{\"hello\":1}\n").unwrap();
+    let empty = std::env::temp_dir().join(format!("tickcast-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
     let cases: [(FeedSpec, &str); 4] = [
         (FeedSpec::Replay(ReplayConfig::new(&missing)), "cannot read"),
         (
-            FeedSpec::Replay(ReplayConfig::new(std::env::temp_dir())),
-            "cannot read",
+            FeedSpec::Replay(ReplayConfig::new(&empty)),
+            "no .tcrec capture in the directory",
         ),
         (
             FeedSpec::Replay(ReplayConfig::new(&unknown)),
@@ -1105,6 +1106,7 @@ fn a_feed_that_cannot_start_fails_the_server() {
         }
     }
     let _ = std::fs::remove_file(&unknown);
+    let _ = std::fs::remove_dir(&empty);
 }
 
 // ---------------------------------------------------------------------------------

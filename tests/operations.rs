@@ -101,6 +101,8 @@ async fn the_cores_of_one_server_share_its_port() {
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 
+use futures_util::StreamExt;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tickcast");
 
 /// The binary with a clean environment for tickcast's own variables.
@@ -493,6 +495,73 @@ fn logs_are_plain_text_off_a_terminal_or_json_on_request() {
             Some(json.addr.to_string().as_str())
         );
     }
+}
+
+/// One JSON log line per connection opened and closed, with its peer, core and (on
+/// close) the close code, duration and records written.
+#[test]
+fn every_connection_gets_an_open_and_a_close_log_line() {
+    let server = Running::start(tickcast(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--no-pin",
+        "--workers",
+        "1",
+        "--log-format",
+        "json",
+    ]));
+    server.stderr_until("tickcast serving");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let peer = rt.block_on(async {
+        let mut ws = connect(server.addr).await;
+        let peer = match ws.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => s.local_addr().unwrap(),
+            _ => unreachable!("a plain connection"),
+        };
+        send_json(
+            &mut ws,
+            serde_json::json!({"op":"subscribe","symbols":["SYM1"]}),
+        )
+        .await;
+        until_type(&mut ws, "subscribed").await;
+        // At least one record written before the close.
+        loop {
+            let m = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("a record within the wait")
+                .expect("open")
+                .unwrap();
+            if m.is_binary() {
+                break;
+            }
+        }
+        ws.close(None).await.unwrap();
+        // Read until the server's close answer so that the close is complete.
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+        peer
+    });
+    let parse = |l: &String| serde_json::from_str::<serde_json::Value>(l).ok();
+    let opened = server.stderr_until("connection opened");
+    let opened = parse(opened.last().unwrap()).unwrap();
+    assert_eq!(opened["fields"]["peer"], peer.to_string(), "{opened}");
+    assert_eq!(opened["fields"]["core"], 0, "{opened}");
+    let closed = server.stderr_until("connection closed");
+    let closed = parse(closed.last().unwrap()).unwrap();
+    assert_eq!(closed["fields"]["peer"], peer.to_string(), "{closed}");
+    assert_eq!(
+        closed["fields"]["conn"], opened["fields"]["conn"],
+        "{closed}"
+    );
+    assert_eq!(closed["fields"]["code"], 1000, "{closed}");
+    assert!(closed["fields"]["duration_ms"].is_u64(), "{closed}");
+    assert!(
+        closed["fields"]["records"].as_u64().unwrap() >= 1,
+        "{closed}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
