@@ -418,7 +418,8 @@ pub fn write_json_tick(tick: &Tick, symbol: &str, out: &mut Vec<u8>) {
     let names: [&[u8]; 4] = match tick.body.kind() {
         Kind::Trade => [b"price", b"size", b"high", b"low"],
         Kind::Quote => [b"bid_px", b"bid_sz", b"ask_px", b"ask_sz"],
-        Kind::Book => unreachable!("book changes are written above"),
+        // Written by `write_json_book` above; named as in a binary record.
+        Kind::Book => [b"price", b"size", b"side", b"group"],
     };
     for (name, value) in names.iter().zip(tick.body.values()) {
         out.extend_from_slice(b",\"");

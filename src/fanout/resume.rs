@@ -186,6 +186,11 @@ impl Core {
             }
             return;
         }
+        // Changes a `max_rate` held back are older than the snapshot: drop them, or
+        // their release would come after it.
+        if let Some(m) = sub.merged.as_mut() {
+            m.take_book();
+        }
         let m = BookMessage {
             symbol_id: sub.symbol,
             seq: book.seq,

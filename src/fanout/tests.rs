@@ -1468,3 +1468,52 @@ fn conflated_books_rebuild_the_servers_book_after_every_message() {
     assert!(conflated > 100, "{conflated} conflated messages");
     assert!(snapshots > 24 * 7, "snapshots past the first: {snapshots}");
 }
+
+/// A core lapped by the ring while a `max_rate` subscription holds merged book
+/// changes: the snapshot replaces them, and nothing older follows it.
+#[test]
+fn a_lap_while_book_changes_are_held_back_sends_a_snapshot_and_drops_them() {
+    use crate::book::Side::Bid;
+    let mut sim = Sim::new(|c| c.ring_capacity = 64);
+    let mut oracle = BookOracle::new(&sim);
+    let mut clients = BookClients::default();
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(
+        k,
+        json!({"symbols": ["S0"], "channels": ["book"], "max_rate": 1}),
+    );
+    sim.publish_book(0, book(Bid, 100, 1));
+    sim.pump(); // sent: the first after the snapshot
+    sim.publish_book(0, book(Bid, 101, 1));
+    sim.pump(); // held back by the rate
+    oracle.catch_up();
+    clients.take(&mut sim, &oracle, k);
+    for p in 0..200 {
+        sim.publish_book(0, book(Bid, 102 + p % 9, 1 + p));
+    }
+    sim.pump();
+    let laps = sim
+        .core
+        .core_stats()
+        .laps
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(laps > 0, "the core was lapped");
+    sim.run_until(sim.now + 5 * SEC);
+    let got = Sim::ticks(&sim.got(k));
+    assert!(
+        got.iter().any(|t| t.flags.contains(Flags::SNAPSHOT)),
+        "a snapshot after the lap"
+    );
+    let mut tracker = clients.trackers.remove(&(k, 0)).unwrap();
+    for t in got
+        .iter()
+        .filter(|t| t.body.kind() == crate::tick::Kind::Book)
+    {
+        tracker
+            .on_record(t)
+            .unwrap_or_else(|g| panic!("gap {g:?} at {}", t.describe()));
+    }
+    let server = sim.core.lvc.book(0);
+    assert_eq!(tracker.seq(), server.seq);
+    assert_eq!(tracker.book().bids(), server.bids.as_slice());
+}
