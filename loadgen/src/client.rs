@@ -8,6 +8,7 @@
 //! It was not benchmarked against tokio-tungstenite here.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -22,6 +23,8 @@ use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tickcast::client::BookTracker;
+use tickcast::tick::{Body, Flags, Kind, Tick};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -209,6 +212,9 @@ pub struct Live {
     pub failed: AtomicU64,
     /// Connections subscribed that stopped reading on purpose.
     pub stalled: AtomicU64,
+    /// The in-process server's cache: at the end, each connection's rebuilt books are
+    /// compared with the server's (`None` for an external server).
+    pub server_books: Option<Arc<tickcast::lvc::LastValueCache>>,
 }
 
 /// What one client thread shares among its connections.
@@ -235,6 +241,8 @@ pub struct SubSpec {
     pub format: Format,
     /// `max_rate`, 0 for none.
     pub max_rate: f64,
+    /// `channels`, empty for the server's default.
+    pub channels: Vec<String>,
     /// Never read after subscribing (a slow consumer); not measured.
     pub stalled: bool,
 }
@@ -251,11 +259,44 @@ impl SubSpec {
         if self.max_rate > 0.0 {
             m["max_rate"] = serde_json::json!(self.max_rate);
         }
+        if !self.channels.is_empty() {
+            m["channels"] = serde_json::json!(self.channels);
+        }
         m.to_string()
     }
 }
 
 /// Handles one data or control frame. Returns `false` when the connection is over.
+/// Applies the book records of a binary message to the connection's books (by the
+/// server's symbol ids); a book change that does not follow its book's last one is
+/// a book gap.
+fn apply_books(books: &mut HashMap<u32, BookTracker>, payload: &[u8], gaps: &mut u64) {
+    let Some(body) = payload.get(tickcast::wire::HEADER_SIZE..) else {
+        return;
+    };
+    for r in body.chunks_exact(tickcast::wire::RECORD_SIZE) {
+        if r[0] != Kind::Book as u8 {
+            continue;
+        }
+        let at =
+            |i: usize| i64::from_le_bytes(r[40 + 8 * i..48 + 8 * i].try_into().unwrap_or([0; 8]));
+        let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or([0; 8]));
+        let t = Tick {
+            symbol_id: u32_at(4),
+            seq: u64_at(8),
+            ts_event: u64_at(16),
+            ts_recv: u64_at(24),
+            flags: Flags(r[1]),
+            count: u32_at(32),
+            body: Body::from_values(Kind::Book, [at(0), at(1), at(2), at(3)]),
+        };
+        if books.entry(t.symbol_id).or_default().on_record(&t).is_err() {
+            *gaps += 1;
+        }
+    }
+}
+
 fn on_frame(
     ctx: &ThreadCtx,
     tracker: &mut SeqTracker,
@@ -270,6 +311,9 @@ fn on_frame(
     match opcode {
         OpCode::Binary => {
             rec.on_message(payload.len(), now, window);
+            if let Some(books) = tracker.books.as_mut() {
+                apply_books(books, payload, &mut rec.counters.book_gaps);
+            }
             match decode::binary(payload, |r| rec.on_record(tracker, r, now, window)) {
                 Ok(n) => {
                     ctx.live.records.fetch_add(n as u64, Relaxed);
@@ -325,6 +369,9 @@ pub async fn subscriber(
 ) {
     let mut stop = ctx.stop.clone();
     let mut tracker = SeqTracker::new(spec.max_rate > 0.0);
+    if spec.channels.iter().any(|c| c == "book") && spec.format == Format::Binary {
+        tracker.books = Some(HashMap::new());
+    }
     let mut names = Names::default();
     let timeout = Duration::from_nanos(deadline_ns.saturating_sub(now_ns()));
     let opened = tokio::time::timeout(timeout, async {
@@ -398,7 +445,22 @@ pub async fn subscriber(
             }
         }
     }
-    tracker.settle_all(&mut ctx.rec.borrow_mut().counters);
+    let mut rec = ctx.rec.borrow_mut();
+    tracker.settle_all(&mut rec.counters);
+    // The feed stopped and what the server sent arrived: every rebuilt book must be
+    // the server's.
+    if let (Some(books), Some(cache)) = (&tracker.books, &ctx.live.server_books) {
+        for (&id, b) in books {
+            let server = cache.book(id);
+            rec.counters.books_checked += 1;
+            if b.seq() != server.seq
+                || b.book().bids() != server.bids
+                || b.book().asks() != server.asks
+            {
+                rec.counters.book_mismatches += 1;
+            }
+        }
+    }
 }
 
 fn fail(ctx: &ThreadCtx, why: &str) {

@@ -93,7 +93,14 @@ pub fn binary(payload: &[u8], mut f: impl FnMut(Rec)) -> Result<usize, DecodeErr
         return Err(DecodeError::Length(payload.len()));
     }
     for r in body.chunks_exact(size) {
+        // A book message is a group of records (one per level) sharing its seq, count
+        // and times: it is measured once, at its last record.
+        let partial = r[0] == tickcast::tick::Kind::Book as u8 && {
+            let (levels, index) = (u32_at(r, 64), u32_at(r, 68));
+            levels > 0 && index + 1 < levels
+        };
         f(Rec {
+            partial,
             symbol: u32_at(r, 4),
             seq: u64_at(r, 8),
             flags: r[1],
@@ -191,6 +198,7 @@ pub fn text(
                 flags: t.flags.map_or(0, |b| b.0),
                 count: t.count.unwrap_or(1),
                 ts_event: t.ts_event,
+                partial: false,
             });
         }
         return Ok(Text::Records(n));
@@ -239,6 +247,7 @@ mod tests {
                 seq: 42,
                 flags: FLAG_CONFLATED,
                 count: 7,
+                partial: false,
                 ts_event: 1_000
             }
         );

@@ -87,6 +87,12 @@ struct RunArgs {
     /// max_rate (updates/s per symbol) asked by each subscriber; 0 = unlimited.
     #[arg(long)]
     max_rate: Option<f64>,
+    /// Channels each subscriber asks for, comma-separated (trade,quote,book).
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+    /// In-process server only: order-book levels per side of the synthetic feed.
+    #[arg(long)]
+    book_depth: Option<usize>,
     /// Fraction of subscribers that stop reading after subscribing (slow consumers).
     #[arg(long)]
     stalled_fraction: Option<f64>,
@@ -209,6 +215,8 @@ impl RunArgs {
             zipf_s => zipf_s,
             format => format,
             max_rate => max_rate,
+            channels => channels,
+            book_depth => book_depth,
             stalled_fraction => stalled_fraction,
             threads => threads,
             seed => seed,

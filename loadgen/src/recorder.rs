@@ -46,6 +46,9 @@ pub struct Rec {
     pub count: u32,
     /// Event time, ns since the Unix epoch.
     pub ts_event: u64,
+    /// A record of a book message before its last one: counted, not measured (the
+    /// message is, once, at its last record).
+    pub partial: bool,
 }
 
 /// Counters of one thread, summed over threads at the end.
@@ -92,6 +95,15 @@ pub struct Counters {
     pub closed_by_server: u64,
     /// Messages the server sent with `"type":"conflation","state":"on"`.
     pub conflation_episodes: u64,
+    /// Book messages that did not follow their book's last one.
+    #[serde(default)]
+    pub book_gaps: u64,
+    /// Books compared with the in-process server's at the end of the run.
+    #[serde(default)]
+    pub books_checked: u64,
+    /// Of those, books not equal to the server's.
+    #[serde(default)]
+    pub book_mismatches: u64,
 }
 
 impl Counters {
@@ -117,6 +129,9 @@ impl Counters {
         self.connect_failed += o.connect_failed;
         self.closed_by_server += o.closed_by_server;
         self.conflation_episodes += o.conflation_episodes;
+        self.book_gaps += o.book_gaps;
+        self.books_checked += o.books_checked;
+        self.book_mismatches += o.book_mismatches;
     }
 }
 
@@ -182,6 +197,9 @@ impl Recorder {
     pub fn on_record(&mut self, seqs: &mut SeqTracker, r: Rec, now_ns: u64, window: Window) {
         let c = &mut self.counters;
         c.records += 1;
+        if r.partial {
+            return;
+        }
         seqs.on_record(r, c);
         if r.flags & FLAG_CONFLATED != 0 {
             c.conflated += 1;
@@ -266,6 +284,8 @@ pub struct SeqTracker {
     pub rate_limited: bool,
     /// Between `conflation on` and `conflation off`.
     pub conflating: bool,
+    /// With the `book` channel (binary): each symbol's book, rebuilt.
+    pub books: Option<std::collections::HashMap<u32, tickcast::client::BookTracker>>,
 }
 
 impl SeqTracker {
@@ -275,6 +295,7 @@ impl SeqTracker {
             syms: Vec::new(),
             rate_limited,
             conflating: false,
+            books: None,
         }
     }
 
@@ -351,6 +372,7 @@ mod tests {
             flags,
             count,
             ts_event: 100,
+            partial: false,
         }
     }
 
@@ -437,6 +459,7 @@ mod tests {
             flags,
             count: 1,
             ts_event: ts,
+            partial: false,
         };
         r.on_record(&mut t, at(1, 1, 150), 1_000, w); // snapshot
         r.on_record(&mut t, at(2, 0, 50), 1_000, w); // warm-up

@@ -146,6 +146,17 @@ pub struct Summary {
     pub resyncs: u64,
     /// Records at or below their symbol's last sequence.
     pub duplicates: u64,
+    /// With the `book` channel: book messages that did not follow their book's last
+    /// one.
+    #[serde(default)]
+    pub book_gaps: u64,
+    /// Books rebuilt by the connections and compared with the in-process server's
+    /// once the feed stopped and everything arrived (0 for an external server).
+    #[serde(default)]
+    pub books_checked: u64,
+    /// Of those, books not equal to the server's.
+    #[serde(default)]
+    pub book_mismatches: u64,
     /// Records received before their `ts_event`.
     pub clock_skew: u64,
     /// Errors: server error messages, undecodable messages, failed connections and
@@ -426,6 +437,13 @@ impl Summary {
             self.errors,
             self.closed_by_server
         );
+        if self.books_checked > 0 || self.book_gaps > 0 {
+            let _ = writeln!(
+                s,
+                "  books    {} rebuilt and compared with the server's: {} differ; book gaps {}",
+                self.books_checked, self.book_mismatches, self.book_gaps
+            );
+        }
         if let Some(out) = self.server_records_out {
             let _ = writeln!(
                 s,
@@ -588,6 +606,9 @@ mod tests {
             replays: 0,
             resyncs: 0,
             duplicates: 0,
+            book_gaps: 0,
+            books_checked: 0,
+            book_mismatches: 0,
             clock_skew: 0,
             errors: 0,
             published: 0,

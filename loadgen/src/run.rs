@@ -65,6 +65,7 @@ fn start_server(s: &Settings, token: &str) -> anyhow::Result<ServerHandle> {
         vec![FeedSpec::Synthetic(SyntheticConfig {
             symbols: s.symbols,
             rate: s.rate,
+            book_depth: s.book_depth,
             ..SyntheticConfig::default()
         })]
     } else {
@@ -312,13 +313,17 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
             symbols,
             format: s.format,
             max_rate: s.max_rate,
+            channels: s.channels.clone(),
             stalled: i < stalled,
         });
     }
 
     // Client threads.
     let window = Arc::new(SharedWindow::default());
-    let live = Arc::new(Live::default());
+    let live = Arc::new(Live {
+        server_books: server.as_ref().map(|h| h.lvc().clone()),
+        ..Live::default()
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (prog_tx, prog_rx) = mpsc::channel::<Histogram<u64>>();
     let started_unix_s = now_ns() / SEC;
@@ -577,6 +582,9 @@ pub fn run(settings: &Settings, progress: bool) -> anyhow::Result<(Summary, Hist
         replays: c.replays,
         resyncs: c.resyncs,
         duplicates: c.duplicates,
+        book_gaps: c.book_gaps,
+        books_checked: c.books_checked,
+        book_mismatches: c.book_mismatches,
         clock_skew: c.clock_skew,
         errors: c.errors + publish.errors,
         published: publish.published,

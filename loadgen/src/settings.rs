@@ -114,6 +114,12 @@ pub struct Settings {
     pub format: Format,
     /// `max_rate` per symbol asked by each subscriber; 0 is unlimited. Default: 0.
     pub max_rate: f64,
+    /// The `channels` each subscriber asks for (`"trade"`, `"quote"`, `"book"`);
+    /// empty is the server's default, trades and quotes. Default: empty.
+    pub channels: Vec<String>,
+    /// In-process server only: order-book levels per side of the synthetic feed
+    /// (`book_depth`); 0 makes no books. Default: 0.
+    pub book_depth: usize,
     /// Fraction of the subscribers that subscribe to every symbol and then never read
     /// again (slow consumers), to measure what they cost the others; they are not
     /// measured themselves. Default: 0.
@@ -165,6 +171,8 @@ impl Default for Settings {
             zipf_s: 1.0,
             format: Format::Binary,
             max_rate: 0.0,
+            channels: Vec::new(),
+            book_depth: 0,
             stalled_fraction: 0.0,
             threads: 0,
             pin: false,

@@ -31,6 +31,27 @@ fn check(s: &report::Summary) {
     assert_eq!(Some(s.records), s.server_records_out, "received vs sent");
 }
 
+/// The `books` scenario, small: every connection rebuilds its symbols' books from
+/// the book channel alone, with no gap, and once the feed stopped each equals the
+/// server's.
+#[test]
+fn books_rebuilt_by_every_connection_equal_the_servers() {
+    let settings = Settings {
+        channels: vec!["book".into()],
+        book_depth: 5,
+        ..small("books")
+    };
+    let (s, _) = loadgen::run::run(&settings, false).unwrap();
+    check(&s);
+    assert_eq!((s.book_gaps, s.duplicates), (0, 0), "{s:#?}");
+    assert_eq!(
+        s.books_checked,
+        8 * 5,
+        "every connection's every symbol: {s:#?}"
+    );
+    assert_eq!(s.book_mismatches, 0, "{s:#?}");
+}
+
 #[test]
 fn synthetic_feed_binary_subscribers() {
     let (s, h) = loadgen::run::run(&small("synthetic"), false).unwrap();
