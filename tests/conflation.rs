@@ -202,6 +202,9 @@ async fn stalled_subscriber_stays_in_budget_and_gets_every_update_accounted_for(
         c.low_water_bytes = 16 * 1024;
         c.max_queue_age_ms = 200;
         c.stall_timeout_ms = 60_000;
+        // Room for every injected tick: a writer core slowed down by a loaded machine
+        // is then never lapped (which would resynchronise instead of conflating).
+        c.ring_capacity = 1 << 19;
     });
     let addr = server.local_addr();
     let all: Vec<String> = (0..SYMBOLS).map(name).collect();
@@ -259,7 +262,8 @@ async fn stalled_subscriber_stays_in_budget_and_gets_every_update_accounted_for(
         }
         assert!(
             Instant::now() < deadline,
-            "the stalled subscriber never entered conflation: {s:?}"
+            "the stalled subscriber never entered conflation: {s:?}; stats {}",
+            server.stats().to_json()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
