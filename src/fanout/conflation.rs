@@ -46,9 +46,14 @@ impl Core {
         conn.conflating = true;
         conn.conflation_entries += 1;
         self.counters.conflation_entries += 1;
+        // A connection that conflates may not write again for a long time (its
+        // socket is full): its counters in `/stats` are made current now, not at its
+        // next write.
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        conn.stats.conflating.store(1, relaxed);
         conn.stats
-            .conflating
-            .store(1, std::sync::atomic::Ordering::Relaxed);
+            .conflation_entries
+            .store(conn.conflation_entries, relaxed);
         conn.out
             .push_frame(OP_TEXT, br#"{"type":"conflation","state":"on"}"#, now);
         self.mark_ready(key);

@@ -1066,6 +1066,11 @@ impl Core {
                 if !sub.pending {
                     sub.pending = true;
                     self.pending.push(sk);
+                    // Once per subscription and merge (not per update): the merging
+                    // shows in `/stats` before the next write.
+                    conn.stats
+                        .conflated_updates
+                        .store(conn.conflated_updates, Relaxed);
                     if !conn.conflating {
                         let due = sub.rate.next_due_ns();
                         self.arm_release(due);

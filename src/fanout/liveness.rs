@@ -39,6 +39,11 @@ impl Core {
             if !c.live() {
                 continue;
             }
+            if c.conflating {
+                // A full socket writes nothing, so nothing else publishes what it
+                // merges meanwhile.
+                self.sync_conn_stats(c);
+            }
             if c.throttled_until != 0 {
                 if now >= c.throttled_until {
                     unthrottle.push(k);
