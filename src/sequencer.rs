@@ -114,6 +114,8 @@ pub struct Sequencer {
     new_names: Vec<Symbol>,
     /// Ticks published in the current batch, not yet in `stats.ticks`.
     in_batch: u64,
+    /// Of those, book changes, not yet in `stats.book_changes`.
+    book_in_batch: u64,
 }
 
 impl std::fmt::Debug for dyn BatchSink {
@@ -145,6 +147,7 @@ impl Sequencer {
             announce_pending: false,
             new_names: Vec::new(),
             in_batch: 0,
+            book_in_batch: 0,
         }
     }
 
@@ -177,6 +180,12 @@ impl Sequencer {
         if self.in_batch > 0 {
             self.stats.ticks.fetch_add(self.in_batch, Ordering::Relaxed);
             self.in_batch = 0;
+        }
+        if self.book_in_batch > 0 {
+            self.stats
+                .book_changes
+                .fetch_add(self.book_in_batch, Ordering::Relaxed);
+            self.book_in_batch = 0;
         }
     }
 
@@ -303,7 +312,7 @@ impl Sequencer {
     fn publish_book(&mut self, tick: &Tick) {
         self.ring.publish(tick);
         self.in_batch += 1;
-        self.stats.book_changes.fetch_add(1, Ordering::Relaxed);
+        self.book_in_batch += 1;
         if !self.sinks.is_empty() {
             self.batch.push(*tick);
         }

@@ -262,6 +262,8 @@ pub struct Core {
     pub(super) names: Vec<Symbol>,
     /// Scratch for one JSON record.
     pub(super) json: Vec<u8>,
+    /// Scratch for a binary book message's records (reused).
+    book_records: Vec<u8>,
     /// Highest sequence this core has read from the ring, per symbol id: what a resume
     /// must replay up to.
     pub(super) seen_seq: Vec<u64>,
@@ -325,6 +327,7 @@ impl Core {
             subs: Subscriptions::new(),
             names: Vec::new(),
             json: Vec::with_capacity(512),
+            book_records: Vec::new(),
             seen_seq: Vec::new(),
             seen_book_seq: Vec::new(),
             batch_ts: Vec::new(),
@@ -940,11 +943,13 @@ impl Core {
                 self.conns[key]
                     .out
                     .make_room(Format::Binary, m.binary_len(), now);
-                let mut records = Vec::with_capacity(m.binary_len());
+                let mut records = std::mem::take(&mut self.book_records);
+                records.clear();
                 wire::encode_book_records(m, |r| records.extend_from_slice(r));
                 for r in records.chunks_exact(RECORD_SIZE) {
                     self.push_record(key, r, now);
                 }
+                self.book_records = records;
             }
             Format::Json => {
                 let name = self.name(m.symbol_id);
