@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{SendTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -357,118 +357,11 @@ impl FeedStatus {
     }
 }
 
-/// The feed channel (bounded, `capacity` ticks): feeds, `/publish` and tests send into
-/// it, the sequencer takes from it.
-pub fn channel(capacity: usize) -> (FeedSender, FeedReceiver) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
-    let bell = Arc::new(crate::park::Doorbell::default());
-    (
-        FeedSender {
-            tx,
-            bell: bell.clone(),
-        },
-        FeedReceiver { rx, bell },
-    )
-}
-
-/// The sending end of the feed channel: every send that lands wakes the sequencer if
-/// it sleeps ([`crate::park::Doorbell`]); dropping a sender wakes it too, so that it
-/// sees the last one go.
-#[derive(Debug, Clone)]
-pub struct FeedSender {
-    tx: Sender<FeedTick>,
-    bell: Arc<crate::park::Doorbell>,
-}
-
-impl FeedSender {
-    /// Sends without waiting; a full channel gives the tick back.
-    pub fn try_send(&self, tick: FeedTick) -> Result<(), TrySendError<FeedTick>> {
-        self.tx.try_send(tick)?;
-        self.bell.ring();
-        Ok(())
-    }
-
-    /// Sends, waiting while the channel is full, for at most `timeout`.
-    pub fn send_timeout(
-        &self,
-        tick: FeedTick,
-        timeout: Duration,
-    ) -> Result<(), SendTimeoutError<FeedTick>> {
-        self.tx.send_timeout(tick, timeout)?;
-        self.bell.ring();
-        Ok(())
-    }
-
-    /// Sends, waiting while the channel is full.
-    pub fn send(&self, tick: FeedTick) -> Result<(), crossbeam_channel::SendError<FeedTick>> {
-        self.tx.send(tick)?;
-        self.bell.ring();
-        Ok(())
-    }
-
-    /// [`FeedSender::try_send`] without the wake-up: the caller rings once after a
-    /// burst ([`FeedSender::ring`]).
-    fn try_send_quiet(&self, tick: FeedTick) -> Result<(), TrySendError<FeedTick>> {
-        self.tx.try_send(tick)
-    }
-
-    /// Wakes the sequencer if it sleeps.
-    fn ring(&self) {
-        self.bell.ring();
-    }
-}
-
-impl Drop for FeedSender {
-    fn drop(&mut self) {
-        self.bell.ring();
-    }
-}
-
-/// The sequencer's end of the feed channel. It derefs to the crossbeam receiver
-/// (`try_recv`, `recv_timeout`, `is_empty`); [`FeedReceiver::recv`] sleeps without
-/// spinning.
-#[derive(Debug)]
-pub struct FeedReceiver {
-    rx: Receiver<FeedTick>,
-    bell: Arc<crate::park::Doorbell>,
-}
-
-impl FeedReceiver {
-    /// The next tick, sleeping on the doorbell while the channel is empty; an error
-    /// once every sender is gone and the channel is drained.
-    pub fn recv(&self) -> Result<FeedTick, RecvError> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(t) => return Ok(t),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(RecvError),
-                Err(crossbeam_channel::TryRecvError::Empty) => {
-                    // The timeout bounds how long the last sender's drop, which rings
-                    // just before its channel end goes, takes to be seen.
-                    self.bell
-                        .wait(|| !self.rx.is_empty(), Duration::from_millis(100))
-                }
-            }
-        }
-    }
-
-    /// Times a sender woke the sequencer.
-    pub fn wakeups(&self) -> u64 {
-        self.bell.wakeups.load(Ordering::Relaxed)
-    }
-}
-
-impl std::ops::Deref for FeedReceiver {
-    type Target = Receiver<FeedTick>;
-    fn deref(&self) -> &Receiver<FeedTick> {
-        &self.rx
-    }
-}
-
 /// What a feed gets to do its work.
 #[derive(Debug, Clone)]
 pub struct FeedContext {
     /// The sequencer's inbound channel (bounded).
-    pub tx: FeedSender,
+    pub tx: Sender<FeedTick>,
     /// The shared symbol table, for feeds that know their symbols up front.
     pub symbols: Arc<SymbolTable>,
     /// Set when the server shuts down; feeds return promptly once it is.
@@ -493,7 +386,6 @@ impl FeedContext {
     /// when the server shuts down.
     pub fn send(&self, tick: FeedTick) -> Result<(), SendError> {
         self.push(tick)?;
-        self.tx.ring();
         self.status.ticks.fetch_add(1, Ordering::Relaxed);
         self.status
             .last_event_ns
@@ -509,7 +401,6 @@ impl FeedContext {
             sent += 1;
             Ok(())
         });
-        self.tx.ring();
         self.status.ticks.fetch_add(sent, Ordering::Relaxed);
         if let Some(last) = ticks[..sent as usize].last() {
             self.status
@@ -521,16 +412,12 @@ impl FeedContext {
 
     /// One tick into the channel: no clock read unless the channel is full.
     fn push(&self, tick: FeedTick) -> Result<(), SendError> {
-        let tick = match self.tx.try_send_quiet(tick) {
+        let tick = match self.tx.try_send(tick) {
             Ok(()) => return Ok(()),
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
                 return Err(SendError::Disconnected)
             }
-            Err(crossbeam_channel::TrySendError::Full(t)) => {
-                // The sequencer must be awake to drain what this burst already sent.
-                self.tx.ring();
-                t
-            }
+            Err(crossbeam_channel::TrySendError::Full(t)) => t,
         };
         let mut tick = tick;
         loop {

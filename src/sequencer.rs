@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crossbeam_channel::Receiver;
+
 use crate::book::{Applied, Book, Side};
 use crate::clock::now_ns;
 use crate::feed::FeedTick;
@@ -488,7 +490,7 @@ impl Sequencer {
 
     /// Runs until every feed has dropped its sender: takes a batch, sequences it, wakes
     /// the parked cores.
-    pub fn run(mut self, rx: crate::feed::FeedReceiver, cores: Vec<Arc<Parker>>) {
+    pub fn run(mut self, rx: Receiver<FeedTick>, cores: Vec<Arc<Parker>>) {
         while let Ok(first) = rx.recv() {
             // One clock read per batch: every tick of it was in the channel by then,
             // or arrived while the batch was taken. A tick stamped after that read
@@ -596,7 +598,7 @@ mod tests {
         let s = Sequencer::new(symbols, lvc_w, publisher, Arc::default())
             .with_sink(Box::new(sink))
             .with_sink(Box::new(second));
-        let (tx, rx) = crate::feed::channel(16);
+        let (tx, rx) = crossbeam_channel::bounded(16);
         let ft = |name: &str| FeedTick {
             symbol: Symbol::new(name).unwrap(),
             ts_event: 1,

@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::bus::{self, BusStatus, Role};
 use crate::config::{Config, ConfigError};
 use crate::fanout;
-use crate::feed::{self, FeedContext, FeedStatus};
+use crate::feed::{self, FeedContext, FeedStatus, FeedTick};
 use crate::lvc::LastValueCache;
 use crate::ring::Ring;
 use crate::sequencer::{Sequencer, SequencerStats};
@@ -64,7 +64,7 @@ pub struct ServerHandle {
     feeds_stop: Arc<AtomicBool>,
     cores: Vec<fanout::CoreHandle>,
     others: Vec<JoinHandle<()>>,
-    feed_tx: feed::FeedSender,
+    feed_tx: crossbeam_channel::Sender<FeedTick>,
 }
 
 impl Server {
@@ -97,7 +97,7 @@ impl Server {
         let (lvc_writer, lvc) =
             LastValueCache::with_books(config.max_symbols, config.max_book_levels);
         let (publisher, ring) = Ring::new(config.ring_capacity);
-        let (tx, rx) = feed::channel(config.feed_channel_capacity);
+        let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
         let publish_status = Arc::new(FeedStatus::passive("publish"));
         if config.publish_token.is_some() {
             stats
@@ -286,7 +286,7 @@ impl ServerHandle {
     }
 
     /// A sender into the sequencer, for in-process publishers and tests.
-    pub fn feed_sender(&self) -> feed::FeedSender {
+    pub fn feed_sender(&self) -> crossbeam_channel::Sender<FeedTick> {
         self.feed_tx.clone()
     }
 
