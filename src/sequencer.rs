@@ -512,8 +512,9 @@ impl Sequencer {
             self.flush_counts();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.hand_to_sink();
+            let head = self.ring.ring().head();
             for core in &cores {
-                core.wake(false);
+                core.published(head);
             }
         }
     }

@@ -358,9 +358,24 @@ impl Core {
         self.conns.len()
     }
 
-    /// Whether the ring holds slots this core has not read.
-    pub fn has_pending_slots(&self) -> bool {
-        self.reader.has_pending()
+    /// The ring head at which this core, about to park, must be woken: at the next
+    /// slot (0) while it has a subscription or a resume waiting; else half a ring past
+    /// its position. With nothing to deliver it reads the ring only to keep its
+    /// per-symbol sequence numbers (what a resume replays up to), which it can do in one
+    /// go, long before the ring laps it, instead of being woken for every batch.
+    pub fn wake_at(&self) -> u64 {
+        if self.subs.is_empty() && self.waiting.is_empty() {
+            self.reader.position() + (self.ring.capacity() / 2).max(1)
+        } else {
+            0
+        }
+    }
+
+    /// Whether the ring holds slots this core has not read, up to `wake_at`
+    /// ([`Core::wake_at`]): whether a core about to park has work now.
+    pub fn ring_due(&self, wake_at: u64) -> bool {
+        let head = self.reader.mark();
+        head > self.reader.position() && head >= wake_at
     }
 
     pub(super) fn core_stats(&self) -> &CoreStats {

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use tokio::sync::Notify;
 use super::core::{ConnId, Core, IoState};
 use crate::admission::Permit;
 use crate::clock::now_ns;
+use crate::park::Parker;
 use crate::transport::Transport;
 
 /// Size of the read buffer a core's connections share.
@@ -50,11 +52,13 @@ pub struct Shell {
     pub(super) timer: Notify,
     scratch: RefCell<Vec<ConnId>>,
     log: RefCell<LogLimiter>,
+    /// Where the core's dispatch loop sleeps.
+    parker: Arc<Parker>,
 }
 
 impl Shell {
     /// A shell around `core`.
-    pub fn new(core: Core) -> Shell {
+    pub fn new(core: Core, parker: Arc<Parker>) -> Shell {
         Shell {
             core: RefCell::new(core),
             sockets: RefCell::new(Vec::new()),
@@ -62,6 +66,7 @@ impl Shell {
             timer: Notify::new(),
             scratch: RefCell::new(Vec::new()),
             log: RefCell::new(LogLimiter::default()),
+            parker,
         }
     }
 
@@ -86,6 +91,9 @@ impl Shell {
         if core.needs_rearm() {
             self.timer.notify_one();
         }
+        // A subscription or a resume made here (this core's thread) must not wait
+        // for the half-ring wake-up the dispatch loop may be parked on.
+        self.parker.want(core.wake_at());
         drop(core);
         drop(sockets);
         self.log_closed(now);

@@ -398,6 +398,56 @@ fn snapshot_then_live_with_no_gap_or_duplicate() {
 }
 
 #[test]
+fn a_core_with_nothing_to_deliver_is_woken_half_a_ring_later_and_loses_nothing() {
+    // A 1,024-slot ring: an idle core asks to be woken 512 slots past its position.
+    let mut sim = Sim::new(|_| {});
+    let at = sim.core.wake_at();
+    assert!(at > 0);
+    let k = sim.connect(Mode::Subscriber);
+    assert_eq!(sim.core.wake_at(), at, "a connection alone delivers nothing");
+    let mut s1 = Vec::new();
+    for i in 0..512 {
+        assert!(!sim.core.ring_due(at), "due after {i} of 512 slots");
+        let t = sim.publish(i % 2, trade(i as i64, 1));
+        if t.symbol_id == 1 {
+            s1.push(t.seq);
+        }
+    }
+    assert!(sim.core.ring_due(at));
+    // Before the core has read any of that backlog: a plain subscriber and a resume
+    // from the middle of it. Each wants the next slot at once.
+    sim.subscribe(k, json!({"symbols": ["S0"]}));
+    assert_eq!(sim.core.wake_at(), 0);
+    assert!(sim.core.ring_due(0));
+    let snap = Sim::ticks(&sim.got(k));
+    assert!(snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+    let from = s1[100];
+    let r = sim.connect(Mode::Subscriber);
+    sim.subscribe(r, json!({"symbols": ["S1"], "resume": {"S1": from}}));
+    sim.pump();
+    let live = sim.publish(0, trade(1, 1));
+    sim.pump();
+    // The subscriber: its snapshot, then only what came after it.
+    let seqs: Vec<u64> = Sim::ticks(&sim.got(k)).iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, [live.seq]);
+    assert_eq!(snap.last().unwrap().seq + 1, live.seq);
+    // The resume: every S1 tick after its point, once, in order.
+    let resumed: Vec<u64> = Sim::ticks(&sim.got(r)).iter().map(|t| t.seq).collect();
+    assert_eq!(resumed, s1[101..]);
+    // Nothing to deliver again once both leave.
+    for c in [k, r] {
+        sim.core
+            .close(c, crate::wire::CloseCode::Normal, "", false, sim.now);
+    }
+    sim.flush();
+    sim.core.take_closed();
+    for c in [k, r] {
+        sim.core.remove(c, sim.now);
+    }
+    assert!(sim.core.wake_at() > 0);
+}
+
+#[test]
 fn a_pump_reads_only_what_was_published_before_its_mark() {
     let mut sim = Sim::new(|_| {});
     let k = sim.connect(Mode::Subscriber);

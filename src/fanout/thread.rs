@@ -2,7 +2,8 @@
 //!
 //! - the **dispatch loop** reads new ring slots ([`Core::pump`]), writes every
 //!   connection that got bytes ([`Shell::flush`]), and with nothing to read parks
-//!   ([`Parker`]) until the sequencer wakes it;
+//!   ([`Parker`]) until the sequencer wakes it (for the next batch, or with nothing
+//!   to deliver half a ring later: [`Core::wake_at`]);
 //! - the **timer** sleeps until [`Core::next_deadline`] (or until an earlier one
 //!   appears) and runs [`Core::on_timer`];
 //! - whatever the server starts on the core with its [`Handle`] — the accept loop of
@@ -113,7 +114,7 @@ where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let shell = Rc::new(Shell::new(core));
+    let shell = Rc::new(Shell::new(core, parker.clone()));
     let accept = tokio::task::spawn_local(start(Handle(shell.clone())));
     let timer = tokio::task::spawn_local(timer_loop(shell.clone()));
     loop {
@@ -137,8 +138,9 @@ where
             tokio::task::yield_now().await;
             continue;
         }
-        parker.prepare();
-        if shell.core.borrow().has_pending_slots() || *shutdown.borrow() {
+        let wake_at = shell.core.borrow().wake_at();
+        parker.prepare(wake_at);
+        if shell.core.borrow().ring_due(wake_at) || *shutdown.borrow() {
             parker.cancel();
             continue;
         }
