@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvError, SendTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -320,6 +320,17 @@ impl FeedStatus {
         }
     }
 
+    /// Counts `ticks`, handed to the sequencer in one go: the tick count and the last
+    /// event's time.
+    pub fn counted(&self, ticks: &[FeedTick]) {
+        self.ticks.fetch_add(ticks.len() as u64, Ordering::Relaxed);
+        if let Some(last) = ticks.last() {
+            // Release: a reader that sees this event time sees the arrival time
+            // stored before it (`tickcast_feed_lag_seconds` is never negative).
+            self.last_event_ns.store(last.ts_event, Ordering::Release);
+        }
+    }
+
     /// Records that the feed ended on its own, having delivered all it had.
     pub fn set_finished(&self) {
         self.finished.store(1, Ordering::Relaxed);
@@ -357,11 +368,178 @@ impl FeedStatus {
     }
 }
 
+/// The feed channel (bounded, `capacity` ticks): feeds, `/publish` and tests send into
+/// it, the sequencer takes from it.
+pub fn channel(capacity: usize) -> (FeedSender, FeedReceiver) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let bell = Arc::new(crate::park::Doorbell::default());
+    (
+        FeedSender {
+            tx,
+            bell: bell.clone(),
+        },
+        FeedReceiver {
+            rx,
+            bell,
+            busy: std::cell::Cell::new(false),
+        },
+    )
+}
+
+/// The sending end of the feed channel: every send that lands wakes the sequencer if
+/// it sleeps ([`crate::park::Doorbell`]); dropping a sender wakes it too, so that it
+/// sees the last one go.
+#[derive(Debug, Clone)]
+pub struct FeedSender {
+    tx: Sender<FeedTick>,
+    bell: Arc<crate::park::Doorbell>,
+}
+
+impl FeedSender {
+    /// Sends without waiting; a full channel gives the tick back.
+    pub fn try_send(&self, tick: FeedTick) -> Result<(), TrySendError<FeedTick>> {
+        self.tx.try_send(tick)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    /// Sends, waiting while the channel is full, for at most `timeout`.
+    pub fn send_timeout(
+        &self,
+        tick: FeedTick,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<FeedTick>> {
+        self.tx.send_timeout(tick, timeout)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    /// Sends, waiting while the channel is full.
+    pub fn send(&self, tick: FeedTick) -> Result<(), crossbeam_channel::SendError<FeedTick>> {
+        self.tx.send(tick)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    /// [`FeedSender::try_send`] without the wake-up: the caller rings once after a
+    /// burst ([`FeedSender::ring`]).
+    fn try_send_quiet(&self, tick: FeedTick) -> Result<(), TrySendError<FeedTick>> {
+        self.tx.try_send(tick)
+    }
+
+    /// Wakes the sequencer if it sleeps.
+    fn ring(&self) {
+        self.bell.ring();
+    }
+}
+
+impl Drop for FeedSender {
+    fn drop(&mut self) {
+        self.bell.ring();
+    }
+}
+
+/// What [`FeedReceiver::recv_until`] got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Received {
+    /// The next tick.
+    Tick(FeedTick),
+    /// The deadline passed with the channel empty.
+    Timeout,
+    /// Every sender is gone and the channel is drained.
+    Closed,
+}
+
+/// A wait for a tick this short means the channel is busy: the next wait spins and
+/// yields briefly before it sleeps.
+const BUSY_WAIT: Duration = Duration::from_micros(50);
+
+/// The sequencer's end of the feed channel. It derefs to the crossbeam receiver
+/// (`try_recv`, `recv_timeout`, `is_empty`).
+///
+/// [`FeedReceiver::recv_until`] adapts how it waits. While ticks arrive moments
+/// apart (`/publish` at 100,000 a second) it spins and yields first, as crossbeam's
+/// blocking `recv` does, which catches the next tick without a futex wake-up on
+/// either side. After a quiet spell (a feed's bursts, a fraction of a millisecond
+/// apart) it sleeps on the doorbell at once: spinning there costs more CPU than the
+/// wake-up it might save.
+#[derive(Debug)]
+pub struct FeedReceiver {
+    rx: Receiver<FeedTick>,
+    bell: Arc<crate::park::Doorbell>,
+    busy: std::cell::Cell<bool>,
+}
+
+impl FeedReceiver {
+    /// The next tick, sleeping while the channel is empty; an error once every sender
+    /// is gone and the channel is drained.
+    pub fn recv(&self) -> Result<FeedTick, RecvError> {
+        loop {
+            match self.recv_until(None) {
+                Received::Tick(t) => return Ok(t),
+                Received::Closed => return Err(RecvError),
+                Received::Timeout => {}
+            }
+        }
+    }
+
+    /// The next tick, waiting for it until `deadline` (`None`: without a deadline).
+    pub fn recv_until(&self, deadline: Option<std::time::Instant>) -> Received {
+        match self.rx.try_recv() {
+            Ok(t) => return Received::Tick(t),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Received::Closed,
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        let since = std::time::Instant::now();
+        if self.busy.get() {
+            let backoff = crossbeam_utils::Backoff::new();
+            while !backoff.is_completed() {
+                backoff.snooze();
+                if let Ok(t) = self.rx.try_recv() {
+                    return Received::Tick(t);
+                }
+            }
+        }
+        loop {
+            // The longest sleep bounds how long the last sender's drop, which rings
+            // just before its channel end goes, takes to be seen.
+            let mut wait = Duration::from_millis(100);
+            if let Some(d) = deadline {
+                match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => wait = wait.min(left),
+                    _ => return Received::Timeout,
+                }
+            }
+            self.bell.wait(|| !self.rx.is_empty(), wait);
+            match self.rx.try_recv() {
+                Ok(t) => {
+                    self.busy.set(since.elapsed() < BUSY_WAIT);
+                    return Received::Tick(t);
+                }
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Received::Closed,
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+        }
+    }
+
+    /// Times a sender woke the sequencer.
+    pub fn wakeups(&self) -> u64 {
+        self.bell.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+impl std::ops::Deref for FeedReceiver {
+    type Target = Receiver<FeedTick>;
+    fn deref(&self) -> &Receiver<FeedTick> {
+        &self.rx
+    }
+}
+
 /// What a feed gets to do its work.
 #[derive(Debug, Clone)]
 pub struct FeedContext {
     /// The sequencer's inbound channel (bounded).
-    pub tx: Sender<FeedTick>,
+    pub tx: FeedSender,
     /// The shared symbol table, for feeds that know their symbols up front.
     pub symbols: Arc<SymbolTable>,
     /// Set when the server shuts down; feeds return promptly once it is.
@@ -386,38 +564,39 @@ impl FeedContext {
     /// when the server shuts down.
     pub fn send(&self, tick: FeedTick) -> Result<(), SendError> {
         self.push(tick)?;
+        self.tx.ring();
         self.status.ticks.fetch_add(1, Ordering::Relaxed);
         self.status
             .last_event_ns
-            .store(tick.ts_event, Ordering::Relaxed);
+            .store(tick.ts_event, Ordering::Release);
         Ok(())
     }
 
     /// Sends a burst of ticks in order, like [`FeedContext::send`], counting them once.
     pub fn send_burst(&self, ticks: &[FeedTick]) -> Result<(), SendError> {
-        let mut sent = 0;
+        let mut sent = 0usize;
         let result = ticks.iter().try_for_each(|t| {
             self.push(*t)?;
             sent += 1;
             Ok(())
         });
-        self.status.ticks.fetch_add(sent, Ordering::Relaxed);
-        if let Some(last) = ticks[..sent as usize].last() {
-            self.status
-                .last_event_ns
-                .store(last.ts_event, Ordering::Relaxed);
-        }
+        self.tx.ring();
+        self.status.counted(&ticks[..sent]);
         result
     }
 
     /// One tick into the channel: no clock read unless the channel is full.
     fn push(&self, tick: FeedTick) -> Result<(), SendError> {
-        let tick = match self.tx.try_send(tick) {
+        let tick = match self.tx.try_send_quiet(tick) {
             Ok(()) => return Ok(()),
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
                 return Err(SendError::Disconnected)
             }
-            Err(crossbeam_channel::TrySendError::Full(t)) => t,
+            Err(crossbeam_channel::TrySendError::Full(t)) => {
+                // The sequencer must be awake to drain what this burst already sent.
+                self.tx.ring();
+                t
+            }
         };
         let mut tick = tick;
         loop {

@@ -178,10 +178,10 @@ pub fn render(stats: &Stats, readiness: &ReadinessConfig) -> String {
         "Time from the event time of the feed's last tick to the arrival of its message (-1: none yet).",
     );
     for f in feeds.iter() {
-        let (arrived, event) = (
-            f.last_message_ns.load(Relaxed),
-            f.last_event_ns.load(Relaxed),
-        );
+        // The event time first (acquire): the arrival time stored before it is then
+        // at least as recent.
+        let event = f.last_event_ns.load(std::sync::atomic::Ordering::Acquire);
+        let arrived = f.last_message_ns.load(Relaxed);
         let lag = if arrived == 0 || event == 0 {
             -1.0
         } else {

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value};
@@ -49,7 +49,7 @@ use crate::wire::{HEADER_SIZE, RECORD_SIZE, VERSION};
 #[derive(Debug)]
 pub struct Inlet {
     /// The sender, `None` when publishing is disabled or after [`Inlet::close`].
-    tx: Mutex<Option<Sender<FeedTick>>>,
+    tx: Mutex<Option<crate::feed::FeedSender>>,
     /// Set to `true` by [`Inlet::close`]; publish connections watch it.
     closed: watch::Sender<bool>,
     /// The endpoint's counters, listed among the feeds as `publish`.
@@ -58,7 +58,7 @@ pub struct Inlet {
 
 impl Inlet {
     /// An inlet sending into `tx`; `None` disables publishing.
-    pub fn new(tx: Option<Sender<FeedTick>>, status: Arc<FeedStatus>) -> Inlet {
+    pub fn new(tx: Option<crate::feed::FeedSender>, status: Arc<FeedStatus>) -> Inlet {
         Inlet {
             tx: Mutex::new(tx),
             closed: watch::Sender::new(false),
@@ -67,7 +67,7 @@ impl Inlet {
     }
 
     /// A sender for one connection, or `None` once closed or when disabled.
-    pub fn sender(&self) -> Option<Sender<FeedTick>> {
+    pub fn sender(&self) -> Option<crate::feed::FeedSender> {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -557,7 +557,7 @@ enum Stop {
 /// Sends `tick`, waiting (without blocking the core's thread) while the channel is
 /// full, for at most `stall`.
 async fn forward(
-    tx: &Sender<FeedTick>,
+    tx: &crate::feed::FeedSender,
     tick: FeedTick,
     stall: Duration,
     closed: &watch::Receiver<bool>,
@@ -588,7 +588,7 @@ async fn forward(
 pub async fn run(
     ws: fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
     shared: Arc<App>,
-    tx: Sender<FeedTick>,
+    tx: crate::feed::FeedSender,
     peer: SocketAddr,
 ) {
     let status = shared.publish.status.clone();

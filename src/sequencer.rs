@@ -15,10 +15,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-
 use crate::book::{Applied, Book, Side};
 use crate::clock::now_ns;
+use crate::feed::synthetic::LocalFeed;
 use crate::feed::FeedTick;
 use crate::lvc::LvcWriter;
 use crate::park::Parker;
@@ -488,26 +487,73 @@ impl Sequencer {
         self.batch.clear();
     }
 
-    /// Runs until every feed has dropped its sender: takes a batch, sequences it, wakes
-    /// the parked cores.
-    pub fn run(mut self, rx: Receiver<FeedTick>, cores: Vec<Arc<Parker>>) {
-        while let Ok(first) = rx.recv() {
+    /// Runs until every feed has dropped its sender (and `local` is done): takes a
+    /// batch, sequences it, wakes the parked cores. `local` is a synthetic feed run on
+    /// this thread: between ticks from the channel, the sequencer sleeps until its
+    /// next burst is due and sequences the burst in place.
+    pub fn run(
+        mut self,
+        rx: crate::feed::FeedReceiver,
+        cores: Vec<Arc<Parker>>,
+        mut local: Option<LocalFeed>,
+    ) {
+        use crate::feed::Received;
+        let mut closed = false;
+        loop {
+            let deadline = local.as_mut().and_then(LocalFeed::deadline);
+            let first = if closed {
+                match deadline {
+                    None => break,
+                    Some(at) => {
+                        if let Some(wait) = at.checked_duration_since(std::time::Instant::now()) {
+                            std::thread::sleep(wait.min(std::time::Duration::from_millis(50)));
+                        }
+                        None
+                    }
+                }
+            } else {
+                match rx.recv_until(deadline) {
+                    Received::Tick(t) => Some(t),
+                    Received::Timeout => None,
+                    Received::Closed => {
+                        closed = true;
+                        None
+                    }
+                }
+            };
             // One clock read per batch: every tick of it was in the channel by then,
             // or arrived while the batch was taken. A tick stamped after that read
             // (the thread was descheduled mid-batch) reads the clock again, so
             // `ts_recv` never precedes a feed's own `ts_event` by our clock.
             let mut ts_recv = now_ns();
-            self.ingest(&first, ts_recv);
-            for _ in 1..MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(ft) => {
-                        if ft.ts_event > ts_recv {
-                            ts_recv = now_ns();
+            let mut n = 0;
+            if let Some(first) = first {
+                self.ingest(&first, ts_recv);
+                n += 1;
+                while n < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(ft) => {
+                            if ft.ts_event > ts_recv {
+                                ts_recv = now_ns();
+                            }
+                            self.ingest(&ft, ts_recv);
+                            n += 1;
                         }
-                        self.ingest(&ft, ts_recv);
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+            }
+            if let Some(feed) = local.as_mut() {
+                for ft in feed.take(MAX_BATCH) {
+                    if ft.ts_event > ts_recv {
+                        ts_recv = now_ns();
+                    }
+                    self.ingest(ft, ts_recv);
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                continue;
             }
             self.flush_counts();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -539,6 +585,71 @@ mod tests {
     use crate::lvc::LastValueCache;
     use crate::ring::{Read, Ring};
     use crate::tick::Body;
+
+    #[test]
+    fn a_local_synthetic_feed_is_sequenced_on_the_thread_with_the_channel() {
+        use crate::feed::synthetic::{Generator, SyntheticConfig};
+        use crate::feed::{FeedContext, FeedStatus};
+        let symbols = Arc::new(SymbolTable::new(8));
+        let (lvc_w, _lvc) = LastValueCache::new(8);
+        let (publisher, ring) = Ring::new(1024);
+        let mut reader = ring.reader();
+        let stats = Arc::new(SequencerStats::default());
+        let s = Sequencer::new(symbols.clone(), lvc_w, publisher, stats.clone());
+        let (tx, rx) = crate::feed::channel(16);
+        let status = Arc::new(FeedStatus::new("synthetic"));
+        // 300 ticks at 100,000 a second, in bursts of 500 µs: a few bursts, each over
+        // in a moment.
+        let cfg = SyntheticConfig {
+            symbols: 4,
+            rate: 100_000,
+            limit: 300,
+            burst_us: 500,
+            ..SyntheticConfig::default()
+        };
+        let local = LocalFeed::new(
+            &cfg,
+            FeedContext {
+                tx: tx.clone(),
+                symbols: symbols.clone(),
+                shutdown: Arc::default(),
+                status: status.clone(),
+            },
+        );
+        // Another feed's tick through the channel, then every sender gone: the run
+        // ends once the local feed reached its limit.
+        tx.send(FeedTick {
+            symbol: Symbol::new("OTHER").unwrap(),
+            ts_event: 1,
+            body: Body::trade(1, 1),
+        })
+        .unwrap();
+        drop(tx);
+        s.run(rx, Vec::new(), Some(local));
+        assert_eq!(stats.ticks.load(Ordering::Relaxed), 301);
+        assert_eq!(status.ticks.load(Ordering::Relaxed), 300);
+        assert_eq!(status.finished.load(Ordering::Relaxed), 1);
+        // The local ticks are the generator's, in its order, each stamped with its
+        // scheduled time (non-decreasing, 10 µs apart).
+        let mut want = Generator::new(&cfg);
+        let mut last_event = 0;
+        let mut local_ticks = 0;
+        while let Read::Tick(t) = reader.read() {
+            let name = symbols.name(t.symbol_id).unwrap();
+            if name.as_str() == "OTHER" {
+                continue;
+            }
+            let expected = want.next_tick(t.ts_event);
+            assert_eq!((name, t.body), (expected.symbol, expected.body));
+            assert!(t.ts_event >= last_event && t.ts_recv >= t.ts_event);
+            if last_event != 0 {
+                assert_eq!(t.ts_event - last_event, 10_000);
+            }
+            last_event = t.ts_event;
+            local_ticks += 1;
+        }
+        assert_eq!(local_ticks, 300);
+    }
 
     #[test]
     fn sequences_per_symbol_and_publishes_in_order() {
@@ -599,7 +710,7 @@ mod tests {
         let s = Sequencer::new(symbols, lvc_w, publisher, Arc::default())
             .with_sink(Box::new(sink))
             .with_sink(Box::new(second));
-        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (tx, rx) = crate::feed::channel(16);
         let ft = |name: &str| FeedTick {
             symbol: Symbol::new(name).unwrap(),
             ts_event: 1,
@@ -609,7 +720,7 @@ mod tests {
             tx.send(ft(n)).unwrap();
         }
         drop(tx);
-        s.run(rx, Vec::new());
+        s.run(rx, Vec::new(), None);
         let got = seen.lock().unwrap().clone();
         assert_eq!(
             got,

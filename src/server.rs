@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::bus::{self, BusStatus, Role};
 use crate::config::{Config, ConfigError};
 use crate::fanout;
-use crate::feed::{self, FeedContext, FeedStatus, FeedTick};
+use crate::feed::{self, FeedContext, FeedStatus};
 use crate::lvc::LastValueCache;
 use crate::ring::Ring;
 use crate::sequencer::{Sequencer, SequencerStats};
@@ -64,7 +64,7 @@ pub struct ServerHandle {
     feeds_stop: Arc<AtomicBool>,
     cores: Vec<fanout::CoreHandle>,
     others: Vec<JoinHandle<()>>,
-    feed_tx: crossbeam_channel::Sender<FeedTick>,
+    feed_tx: feed::FeedSender,
 }
 
 impl Server {
@@ -97,7 +97,7 @@ impl Server {
         let (lvc_writer, lvc) =
             LastValueCache::with_books(config.max_symbols, config.max_book_levels);
         let (publisher, ring) = Ring::new(config.ring_capacity);
-        let (tx, rx) = crossbeam_channel::bounded::<FeedTick>(config.feed_channel_capacity);
+        let (tx, rx) = feed::channel(config.feed_channel_capacity);
         let publish_status = Arc::new(FeedStatus::passive("publish"));
         if config.publish_token.is_some() {
             stats
@@ -151,11 +151,42 @@ impl Server {
         let parkers: Vec<_> = cores.iter().map(|c| c.parker.clone()).collect();
         let mut sequencer = Sequencer::new(symbols.clone(), lvc_writer, publisher, seq_stats);
         let mut others = Vec::new();
+        // Every feed's status, in the order of the config; an edge runs none.
+        let feeds_stop = Arc::new(AtomicBool::new(false));
+        let mut feeds: Vec<(&feed::FeedSpec, FeedContext)> = Vec::new();
+        if config.role != Role::Edge {
+            for spec in &config.feeds {
+                let status = Arc::new(FeedStatus::new(feed::name(spec)));
+                stats
+                    .feeds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(status.clone());
+                let ctx = FeedContext {
+                    tx: tx.clone(),
+                    symbols: symbols.clone(),
+                    shutdown: feeds_stop.clone(),
+                    status,
+                };
+                feeds.push((spec, ctx));
+            }
+        }
+        let feed_count = feeds.len();
         // Roles (`bus`): an ingest leads (hands every batch to the bus) or follows; an
         // edge runs no feed and no sequencer thread, its bus thread publishes the
         // leader's ticks.
-        let feeds: &[feed::FeedSpec] = match config.role {
+        match config.role {
             Role::Standalone => {
+                // The first synthetic feed runs on the sequencer's thread: a burst then
+                // costs one wake-up, not one for the feed and one for the sequencer.
+                let local = feeds
+                    .iter()
+                    .position(|(spec, _)| matches!(spec, feed::FeedSpec::Synthetic(_)))
+                    .map(|i| feeds.remove(i))
+                    .map(|(spec, ctx)| match spec {
+                        feed::FeedSpec::Synthetic(cfg) => feed::synthetic::LocalFeed::new(cfg, ctx),
+                        _ => unreachable!("matched as synthetic"),
+                    });
                 if let Some(record) = &config.record {
                     let (sink, thread) = crate::recorder::start(record.clone(), stats.clone())?;
                     others.push(thread);
@@ -164,10 +195,9 @@ impl Server {
                 others.push(
                     std::thread::Builder::new()
                         .name("sequencer".into())
-                        .spawn(move || sequencer.run(rx, parkers))
+                        .spawn(move || sequencer.run(rx, parkers, local))
                         .map_err(ServerError::Spawn)?,
                 );
-                &config.feeds
             }
             Role::Ingest => {
                 // Ingests elect a leader; the sequencer thread leads or follows
@@ -209,7 +239,6 @@ impl Server {
                         .spawn(move || bus::ingest::run(ingest, rx, commands, parkers))
                         .map_err(ServerError::Spawn)?,
                 );
-                &config.feeds
             }
             Role::Edge => {
                 drop(rx);
@@ -224,27 +253,13 @@ impl Server {
                     })
                     .map_err(ServerError::Spawn)?,
                 );
-                &[]
             }
-        };
+        }
 
-        let feeds_stop = Arc::new(AtomicBool::new(false));
-        for spec in feeds {
-            let status = Arc::new(FeedStatus::new(feed::name(spec)));
-            stats
-                .feeds
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(status.clone());
-            let ctx = FeedContext {
-                tx: tx.clone(),
-                symbols: symbols.clone(),
-                shutdown: feeds_stop.clone(),
-                status,
-            };
+        for (spec, ctx) in feeds {
             others.push(feed::spawn(spec, ctx).map_err(ServerError::Spawn)?);
         }
-        tracing::info!(%addr, workers, feeds = feeds.len(), role = %config.role, "tickcast serving");
+        tracing::info!(%addr, workers, feeds = feed_count, role = %config.role, "tickcast serving");
         Ok(ServerHandle {
             addr,
             shared,
@@ -286,7 +301,7 @@ impl ServerHandle {
     }
 
     /// A sender into the sequencer, for in-process publishers and tests.
-    pub fn feed_sender(&self) -> crossbeam_channel::Sender<FeedTick> {
+    pub fn feed_sender(&self) -> feed::FeedSender {
         self.feed_tx.clone()
     }
 

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -161,7 +160,7 @@ fn assert_matches(got: &[FeedTick], want: &[Expect]) {
 // A feed on its own, reading the sequencer's channel.
 
 struct RunningFeed {
-    rx: Receiver<FeedTick>,
+    rx: feed::FeedReceiver,
     status: Arc<FeedStatus>,
     shutdown: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -169,7 +168,7 @@ struct RunningFeed {
 
 impl RunningFeed {
     fn start(spec: FeedSpec) -> RunningFeed {
-        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let (tx, rx) = feed::channel(1024);
         let status = Arc::new(FeedStatus::new(feed::name(&spec)));
         let shutdown = Arc::new(AtomicBool::new(false));
         let ctx = FeedContext {
@@ -837,7 +836,7 @@ fn bad_venue_messages_are_counted_and_skipped() {
 fn several_feeds_share_the_channel() {
     let binance = capture(BINANCE);
     let coinbase = capture(COINBASE);
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (tx, rx) = feed::channel(64);
     let shutdown = Arc::new(AtomicBool::new(false));
     let symbols = Arc::new(SymbolTable::new(64));
     let mut threads = Vec::new();

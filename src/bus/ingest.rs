@@ -336,7 +336,7 @@ const MAX_COMMANDS: usize = 64;
 /// leading) and wakes the parked cores.
 pub fn run(
     mut ingest: Ingest,
-    feeds: Receiver<FeedTick>,
+    feeds: crate::feed::FeedReceiver,
     mut commands: Receiver<Command>,
     cores: Vec<Arc<Parker>>,
 ) {

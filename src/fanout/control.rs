@@ -137,6 +137,14 @@ impl Core {
                 channels,
                 summary,
             } => {
+                // A core with nothing to deliver may be up to half a ring behind
+                // (`Core::wake_at`): it reads up to the head first, so that this
+                // subscription starts where a busy core's would, and a resume replays,
+                // flagged, every tick the client missed.
+                if self.wake_at() != 0 {
+                    let upto = self.mark_ring();
+                    self.pump(upto, usize::MAX, now);
+                }
                 let ids = self.resolve(key, &symbols)?;
                 let limit = self.settings.max_subscriptions;
                 let max_subs = self.conns[key]
@@ -160,10 +168,10 @@ impl Core {
                         conn.format = f;
                     }
                 }
-                if symbols == Selection::All {
-                    conn.wildcard = Some((rate, channels.unwrap_or_default()));
-                }
                 let format = conn.format;
+                if symbols == Selection::All {
+                    self.set_wildcard(key, Some((rate, channels.unwrap_or_default())));
+                }
                 let (added, book_added) = self.add_subs(key, &ids, rate, channels, now);
                 let names: Vec<String> = ids.iter().map(|&i| self.name(i).to_string()).collect();
                 let mut ack = json!({
@@ -198,7 +206,7 @@ impl Core {
             ClientMessage::Unsubscribe { symbols } => {
                 let ids = match &symbols {
                     Selection::All => {
-                        self.conns[key].wildcard = None;
+                        self.set_wildcard(key, None);
                         self.conns[key].subs.iter().map(|&(s, _)| s).collect()
                     }
                     Selection::Names(_) => self.resolve(key, &symbols)?,

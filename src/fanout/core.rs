@@ -264,6 +264,8 @@ pub struct Core {
     pub(super) json: Vec<u8>,
     /// Scratch for a binary book message's records (reused).
     book_records: Vec<u8>,
+    /// Connections subscribed to every symbol, those to come included.
+    wildcards: usize,
     /// Highest sequence this core has read from the ring, per symbol id: what a resume
     /// must replay up to.
     pub(super) seen_seq: Vec<u64>,
@@ -328,6 +330,7 @@ impl Core {
             names: Vec::new(),
             json: Vec::with_capacity(512),
             book_records: Vec::new(),
+            wildcards: 0,
             seen_seq: Vec::new(),
             seen_book_seq: Vec::new(),
             batch_ts: Vec::new(),
@@ -359,12 +362,13 @@ impl Core {
     }
 
     /// The ring head at which this core, about to park, must be woken: at the next
-    /// slot (0) while it has a subscription or a resume waiting; else half a ring past
-    /// its position. With nothing to deliver it reads the ring only to keep its
-    /// per-symbol sequence numbers (what a resume replays up to), which it can do in one
-    /// go, long before the ring laps it, instead of being woken for every batch.
+    /// slot (0) while it has a subscription, a wildcard one or a resume waiting; else
+    /// half a ring past its position. With nothing to deliver it reads the ring only to
+    /// keep its per-symbol sequence numbers (what a resume replays up to), which it can
+    /// do in one go, long before the ring laps it, instead of being woken for every
+    /// batch.
     pub fn wake_at(&self) -> u64 {
-        if self.subs.is_empty() && self.waiting.is_empty() {
+        if self.subs.is_empty() && self.waiting.is_empty() && self.wildcards == 0 {
             self.reader.position() + (self.ring.capacity() / 2).max(1)
         } else {
             0
@@ -752,9 +756,20 @@ impl Core {
         true
     }
 
-    pub(super) fn remove_all_subs(&mut self, key: ConnId) {
+    /// Sets or clears `key`'s wildcard subscription, keeping the core's count of them.
+    pub(super) fn set_wildcard(&mut self, key: ConnId, wildcard: Option<(f64, Channels)>) {
         let conn = &mut self.conns[key];
-        conn.wildcard = None;
+        match (conn.wildcard.is_some(), wildcard.is_some()) {
+            (false, true) => self.wildcards += 1,
+            (true, false) => self.wildcards -= 1,
+            _ => {}
+        }
+        conn.wildcard = wildcard;
+    }
+
+    pub(super) fn remove_all_subs(&mut self, key: ConnId) {
+        self.set_wildcard(key, None);
+        let conn = &mut self.conns[key];
         let held = std::mem::take(&mut conn.subs);
         let n = held.len() as u64;
         let mut list = held;

@@ -131,8 +131,9 @@ impl Shell {
             // Bytes the client sent right behind its handshake (hyper read them).
             let mut early = conn.prefix.to_vec();
             self.core.borrow_mut().on_input(key, &mut early, now);
-            self.flush();
         }
+        // Also arms the timer for the new connection's liveness scan.
+        self.flush();
         // Even an empty `prefix` can hold hyper's whole read buffer alive: drop it
         // here, not at the end of the connection.
         drop(conn.prefix);

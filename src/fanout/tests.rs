@@ -404,7 +404,11 @@ fn a_core_with_nothing_to_deliver_is_woken_half_a_ring_later_and_loses_nothing()
     let at = sim.core.wake_at();
     assert!(at > 0);
     let k = sim.connect(Mode::Subscriber);
-    assert_eq!(sim.core.wake_at(), at, "a connection alone delivers nothing");
+    assert_eq!(
+        sim.core.wake_at(),
+        at,
+        "a connection alone delivers nothing"
+    );
     let mut s1 = Vec::new();
     for i in 0..512 {
         assert!(!sim.core.ring_due(at), "due after {i} of 512 slots");
@@ -415,10 +419,14 @@ fn a_core_with_nothing_to_deliver_is_woken_half_a_ring_later_and_loses_nothing()
     }
     assert!(sim.core.ring_due(at));
     // Before the core has read any of that backlog: a plain subscriber and a resume
-    // from the middle of it. Each wants the next slot at once.
+    // from the middle of it. The first subscribe reads the backlog (as a busy core
+    // would have), then the core wants the next slot at once.
     sim.subscribe(k, json!({"symbols": ["S0"]}));
     assert_eq!(sim.core.wake_at(), 0);
-    assert!(sim.core.ring_due(0));
+    assert!(
+        !sim.core.ring_due(0),
+        "the backlog was read by the subscribe"
+    );
     let snap = Sim::ticks(&sim.got(k));
     assert!(snap.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
     let from = s1[100];
@@ -431,9 +439,10 @@ fn a_core_with_nothing_to_deliver_is_woken_half_a_ring_later_and_loses_nothing()
     let seqs: Vec<u64> = Sim::ticks(&sim.got(k)).iter().map(|t| t.seq).collect();
     assert_eq!(seqs, [live.seq]);
     assert_eq!(snap.last().unwrap().seq + 1, live.seq);
-    // The resume: every S1 tick after its point, once, in order.
-    let resumed: Vec<u64> = Sim::ticks(&sim.got(r)).iter().map(|t| t.seq).collect();
-    assert_eq!(resumed, s1[101..]);
+    // The resume: every S1 tick after its point, once, in order, replayed.
+    let resumed = Sim::ticks(&sim.got(r));
+    assert_eq!(resumed.iter().map(|t| t.seq).collect::<Vec<_>>(), s1[101..]);
+    assert!(resumed.iter().all(|t| t.flags.contains(Flags::REPLAY)));
     // Nothing to deliver again once both leave.
     for c in [k, r] {
         sim.core
@@ -444,6 +453,15 @@ fn a_core_with_nothing_to_deliver_is_woken_half_a_ring_later_and_loses_nothing()
     for c in [k, r] {
         sim.core.remove(c, sim.now);
     }
+    assert!(sim.core.wake_at() > 0);
+    // A wildcard subscription wants every slot, symbols to come included.
+    let w = sim.connect(Mode::Subscriber);
+    sim.subscribe(w, json!({"symbols": ["*"]}));
+    assert_eq!(sim.core.wake_at(), 0);
+    sim.send(w, json!({"op": "unsubscribe", "symbols": ["*"]}));
+    assert!(sim.core.wake_at() > 0);
+    sim.subscribe(w, json!({"symbols": ["*"]}));
+    sim.core.remove(w, sim.now);
     assert!(sim.core.wake_at() > 0);
 }
 

@@ -20,7 +20,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::{FeedContext, FeedTick};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{FeedContext, FeedStatus, FeedTick};
 use crate::book::{Book, Side};
 use crate::clock::now_ns;
 use crate::fixed::SCALE;
@@ -208,57 +211,187 @@ impl Generator {
     }
 }
 
-/// Runs the feed until its limit, shutdown, or the sequencer stops.
-pub fn run(cfg: &SyntheticConfig, ctx: &FeedContext) {
-    let mut gen = Generator::new(cfg);
-    for s in gen.symbols() {
-        // Interning up front lets clients subscribe to every symbol at once.
+/// The synthetic feed's schedule: which ticks are due when, handed out in bursts.
+///
+/// A burst holds every tick due by the time it is taken, each stamped with its own
+/// scheduled time; the next burst is due when the next tick is, but at least
+/// `burst_us` after this one.
+#[derive(Debug)]
+pub struct Pacer {
+    gen: Generator,
+    rate: u64,
+    burst: Duration,
+    limit: u64,
+    start: Instant,
+    start_ns: u64,
+    sent: u64,
+    next_at: Instant,
+    /// When the last burst was taken, on the schedule's clock (`start_ns` on).
+    burst_ns: u64,
+}
+
+impl Pacer {
+    /// A schedule starting now, its first burst due at once.
+    pub fn new(cfg: &SyntheticConfig) -> Pacer {
+        // The wall clock first: a scheduled time is then never after the wall-clock
+        // time at which it falls due.
+        let start_ns = now_ns();
+        let start = Instant::now();
+        Pacer {
+            gen: Generator::new(cfg),
+            rate: cfg.rate.max(1),
+            burst: Duration::from_micros(cfg.burst_us),
+            limit: cfg.limit,
+            start,
+            start_ns,
+            sent: 0,
+            next_at: start,
+            burst_ns: start_ns,
+        }
+    }
+
+    /// The feed's symbols, `SYM0..`.
+    pub fn symbols(&self) -> impl Iterator<Item = Symbol> + '_ {
+        self.gen.symbols()
+    }
+
+    /// Whether the feed has sent its `limit`.
+    pub fn finished(&self) -> bool {
+        self.limit != 0 && self.sent >= self.limit
+    }
+
+    /// When the next burst is due.
+    pub fn next_at(&self) -> Instant {
+        self.next_at
+    }
+
+    /// When the last burst was taken (ns since the epoch, on the schedule's clock: at
+    /// or after every scheduled time in it).
+    pub fn burst_ns(&self) -> u64 {
+        self.burst_ns
+    }
+
+    /// Replaces `ticks` with the ticks due now, at most `max` of them (the rest are
+    /// due at once), and moves the next burst's time on.
+    pub fn burst(&mut self, ticks: &mut Vec<FeedTick>, max: usize) {
+        ticks.clear();
+        let woke = self.start.elapsed();
+        self.burst_ns = self.start_ns + woke.as_nanos() as u64;
+        let rate = u128::from(self.rate);
+        let mut due = (woke.as_nanos() * rate / 1_000_000_000) as u64 + 1;
+        if self.limit != 0 {
+            due = due.min(self.limit);
+        }
+        let capped = due > self.sent.saturating_add(max as u64);
+        due = due.min(self.sent.saturating_add(max as u64));
+        while self.sent + (ticks.len() as u64) < due {
+            let i = self.sent + ticks.len() as u64;
+            let scheduled = self.start_ns + (u128::from(i) * 1_000_000_000 / rate) as u64;
+            ticks.push(self.gen.next_tick(scheduled));
+        }
+        self.sent += ticks.len() as u64;
+        let next = Duration::from_nanos((u128::from(self.sent) * 1_000_000_000 / rate) as u64);
+        self.next_at = if capped {
+            self.start + woke
+        } else {
+            self.start + next.max(woke + self.burst)
+        };
+    }
+}
+
+/// Interns the feed's symbols up front (clients can subscribe to every one at once).
+fn intern_all(pacer: &Pacer, ctx: &FeedContext) {
+    for s in pacer.symbols() {
         if let Err(e) = ctx.symbols.intern(s) {
             tracing::error!(symbol = %s, error = %e, "synthetic feed cannot intern symbol");
         }
     }
+}
+
+/// Runs the feed on its own thread until its limit, shutdown, or the sequencer stops.
+pub fn run(cfg: &SyntheticConfig, ctx: &FeedContext) {
+    let mut pacer = Pacer::new(cfg);
+    intern_all(&pacer, ctx);
     ctx.status.set_connected();
-    let rate = cfg.rate.max(1);
-    let burst = Duration::from_micros(cfg.burst_us);
-    let start = Instant::now();
-    let start_ns = now_ns();
-    let mut sent: u64 = 0;
     let mut ticks = Vec::new();
-    loop {
-        if ctx.is_shutdown() || (cfg.limit != 0 && sent >= cfg.limit) {
-            break;
-        }
-        let woke = start.elapsed();
-        // Ticks due by now, one burst: each keeps its own scheduled time.
-        let mut due = (woke.as_nanos() * u128::from(rate) / 1_000_000_000) as u64 + 1;
-        if cfg.limit != 0 {
-            due = due.min(cfg.limit);
-        }
-        ticks.clear();
-        while sent + (ticks.len() as u64) < due {
-            let i = sent + ticks.len() as u64;
-            let scheduled = start_ns + (u128::from(i) * 1_000_000_000 / u128::from(rate)) as u64;
-            ticks.push(gen.next_tick(scheduled));
-        }
+    while !ctx.is_shutdown() && !pacer.finished() {
+        pacer.burst(&mut ticks, usize::MAX);
+        // The burst's arrival, stored before its event times (`FeedStatus::counted`).
+        ctx.status
+            .last_message_ns
+            .store(pacer.burst_ns(), Ordering::Relaxed);
         if ctx.send_burst(&ticks).is_err() {
             return;
         }
-        sent += ticks.len() as u64;
         ctx.status
             .messages
-            .fetch_add(ticks.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        ctx.status
-            .last_message_ns
-            .store(now_ns(), std::sync::atomic::Ordering::Relaxed);
-        // Sleep until the next tick is due, but not less than the burst interval.
-        let next_at =
-            Duration::from_nanos((u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64)
-                .max(woke + burst);
-        if let Some(wait) = next_at.checked_sub(start.elapsed()) {
+            .fetch_add(ticks.len() as u64, Ordering::Relaxed);
+        if let Some(wait) = pacer.next_at().checked_duration_since(Instant::now()) {
             std::thread::sleep(wait.min(Duration::from_millis(50)));
         }
     }
     ctx.status.set_finished();
+}
+
+/// The synthetic feed run by the sequencer's own thread: no feed thread, no channel,
+/// no wake-up of the sequencer per burst. The sequencer sleeps until
+/// [`LocalFeed::deadline`] (or a tick from another feed) and sequences
+/// [`LocalFeed::take`] in place; the feed's status is kept as a feed thread keeps it.
+#[derive(Debug)]
+pub struct LocalFeed {
+    pacer: Pacer,
+    status: Arc<FeedStatus>,
+    shutdown: Arc<AtomicBool>,
+    ticks: Vec<FeedTick>,
+    done: bool,
+}
+
+impl LocalFeed {
+    /// Starts the feed (its symbols interned, its status connected). It keeps no
+    /// sender of `ctx`'s channel: the sequencer still stops once the other feeds'
+    /// senders are gone and this feed is done.
+    pub fn new(cfg: &SyntheticConfig, ctx: FeedContext) -> LocalFeed {
+        let pacer = Pacer::new(cfg);
+        intern_all(&pacer, &ctx);
+        ctx.status.set_connected();
+        let FeedContext {
+            status, shutdown, ..
+        } = ctx;
+        LocalFeed {
+            pacer,
+            status,
+            shutdown,
+            ticks: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// When the next burst is due; `None` once the feed reached its limit or the
+    /// server stops feeds (its status then says finished).
+    pub fn deadline(&mut self) -> Option<Instant> {
+        if !self.done && (self.shutdown.load(Ordering::Relaxed) || self.pacer.finished()) {
+            self.done = true;
+            self.status.set_finished();
+        }
+        (!self.done).then(|| self.pacer.next_at())
+    }
+
+    /// The burst due now (empty before its time or once done), at most `max` ticks,
+    /// counted in the feed's status.
+    pub fn take(&mut self, max: usize) -> &[FeedTick] {
+        self.ticks.clear();
+        if self.deadline().is_some_and(|at| at <= Instant::now()) {
+            self.pacer.burst(&mut self.ticks, max);
+            self.status
+                .last_message_ns
+                .store(self.pacer.burst_ns(), Ordering::Relaxed);
+            self.status.counted(&self.ticks);
+            self.status
+                .messages
+                .fetch_add(self.ticks.len() as u64, Ordering::Relaxed);
+        }
+        &self.ticks
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,9 @@ pub fn config(symbols: usize, rate: u64) -> Config {
     }
 }
 
-/// Starts a server and waits until its feed has interned every symbol.
+/// Starts a server and waits until its synthetic feed has interned every symbol and
+/// given each a first value, so that a subscriber's first record of each is its
+/// snapshot.
 pub fn start_server(config: Config) -> ServerHandle {
     let want = match config.feeds.first() {
         Some(FeedSpec::Synthetic(s)) => s.symbols,
@@ -52,10 +54,14 @@ pub fn start_server(config: Config) -> ServerHandle {
     };
     let server = Server::start(config).expect("server starts");
     let deadline = std::time::Instant::now() + WAIT;
-    while server.symbols().len() < want {
+    let ready = |server: &ServerHandle| {
+        server.symbols().len() >= want
+            && (0..want as u32).all(|id| server.lvc().latest(id).seq() > 0)
+    };
+    while !ready(&server) {
         assert!(
             std::time::Instant::now() < deadline,
-            "symbols never appeared"
+            "the feed never gave every symbol a value"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
