@@ -451,14 +451,16 @@ pub enum Received {
 }
 
 /// A wait for a tick this short means the channel is busy: the next wait spins and
-/// yields briefly before it sleeps.
-const BUSY_WAIT: Duration = Duration::from_micros(50);
+/// yields briefly before it sleeps. Ticks a millisecond or less apart (`/publish` at
+/// 10,000 a second, a second feed's bursts) count as busy; the local synthetic feed's
+/// bursts end waits by their deadline and never do.
+const BUSY_WAIT: Duration = Duration::from_millis(1);
 
 /// The sequencer's end of the feed channel. It derefs to the crossbeam receiver
 /// (`try_recv`, `recv_timeout`, `is_empty`).
 ///
-/// [`FeedReceiver::recv_until`] adapts how it waits. While ticks arrive moments
-/// apart (`/publish` at 100,000 a second) it spins and yields first, as crossbeam's
+/// [`FeedReceiver::recv_until`] adapts how it waits. While ticks arrive less than a
+/// millisecond apart it spins and yields first, as crossbeam's
 /// blocking `recv` does, which catches the next tick without a futex wake-up on
 /// either side. After a quiet spell (a feed's bursts, a fraction of a millisecond
 /// apart) it sleeps on the doorbell at once: spinning there costs more CPU than the

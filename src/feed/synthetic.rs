@@ -46,9 +46,10 @@ pub struct SyntheticConfig {
     pub limit: u64,
     /// Pacing granularity, in µs: the feed wakes at most once per this interval and
     /// sends every tick due by then as one burst, each still stamped with its exact
-    /// scheduled time (so the wait shows as latency). Fewer wake-ups of the feed, the
-    /// sequencer and the writer cores, for at most this much added delay; 0 wakes for
-    /// every tick. Default: 200.
+    /// scheduled time (so the wait shows as latency). Fewer wake-ups of the feed and
+    /// the sequencer, for at most this much added delay (half of it on average); 0
+    /// wakes for every tick. Default: 300 (`docs/architecture.md`, "Wake-ups per
+    /// batch").
     pub burst_us: u64,
     /// Order-book levels per side for each symbol, 0 for no books (`--book-depth`).
     /// Default: 0.
@@ -63,7 +64,7 @@ impl Default for SyntheticConfig {
             trade_ratio: 0.3,
             seed: 42,
             limit: 0,
-            burst_us: 200,
+            burst_us: 300,
             book_depth: 0,
         }
     }
