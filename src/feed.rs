@@ -493,6 +493,9 @@ impl FeedReceiver {
             Err(crossbeam_channel::TryRecvError::Empty) => {}
         }
         let since = std::time::Instant::now();
+        if deadline.is_some_and(|d| d <= since) {
+            return Received::Timeout;
+        }
         if self.busy.get() {
             let backoff = crossbeam_utils::Backoff::new();
             while !backoff.is_completed() {
@@ -673,6 +676,39 @@ pub(crate) fn log_parse_error(feed: &str, n: u64, error: &normalize::NormalizeEr
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::time::Instant;
+
+    #[test]
+    fn recv_until_gives_a_tick_a_timeout_or_closed() {
+        let (tx, rx) = channel(4);
+        let t0 = Instant::now();
+        let at = t0 + Duration::from_millis(20);
+        assert_eq!(rx.recv_until(Some(at)), Received::Timeout);
+        assert!(Instant::now() >= at, "not before its deadline");
+        let tick = FeedTick {
+            symbol: crate::symbol::Symbol::new("A").unwrap(),
+            ts_event: 1,
+            body: crate::tick::Body::trade(1, 1),
+        };
+        let sender = {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                tx.send(tick).unwrap();
+            })
+        };
+        // Woken by the send: a lost wake-up would wait out the hour (and the test
+        // runner's timeout).
+        let hour = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(rx.recv_until(Some(hour)), Received::Tick(tick));
+        sender.join().unwrap();
+        // Ticks moments apart: the next wait spins first, and still sees the next.
+        tx.send(tick).unwrap();
+        assert_eq!(rx.recv_until(None), Received::Tick(tick));
+        drop(tx);
+        assert_eq!(rx.recv_until(None), Received::Closed);
+        assert_eq!(rx.recv_until(Some(hour)), Received::Closed);
+    }
 
     #[test]
     fn feed_flags() {
