@@ -148,9 +148,23 @@ async fn recorded_session_replays_into_another_server_in_the_same_order() {
     let n = recorded.len();
     let matches_at = |start: usize| (0..live.len()).all(|i| live[i] == recorded[(start + i) % n]);
     let starts: Vec<usize> = (0..n).filter(|&s| matches_at(s)).collect();
+    // On a failure, where the best-matching start first differs.
+    let agree = |start: usize| {
+        (0..live.len())
+            .take_while(|&i| live[i] == recorded[(start + i) % n])
+            .count()
+    };
+    let best = (0..n).max_by_key(|&s| agree(s)).unwrap_or(0);
+    let at = agree(best);
+    let around =
+        |v: &dyn Fn(usize) -> Price| (at.saturating_sub(2)..at + 3).map(v).collect::<Vec<_>>();
     assert!(
         !starts.is_empty(),
-        "the replayed ticks are the recorded ones, in order (first: {:?})",
-        &live[..3]
+        "the replayed ticks are the recorded ones, in order (first: {:?}; best start {best} of {n} \
+         agrees for {at} of {} records; live around there: {:?}; recorded: {:?})",
+        &live[..3],
+        live.len(),
+        around(&|i| live.get(i).cloned().unwrap_or_default()),
+        around(&|i| recorded[(best + i) % n].clone()),
     );
 }

@@ -296,6 +296,11 @@ impl Conflator {
         }
     }
 
+    /// Whether a trade or a quote is pending (book changes aside).
+    pub fn holds_ticks(&self) -> bool {
+        self.trade.is_some() || self.quote.is_some()
+    }
+
     /// Whether anything is pending.
     pub fn is_empty(&self) -> bool {
         self.trade.is_none() && self.quote.is_none() && self.book.is_none()

@@ -374,6 +374,14 @@ impl Core {
             }
             return;
         }
+        // A trade or quote a `max_rate` held back is older than this snapshot (after a
+        // lap, a resync or a timed-out resume): it goes out first, or its release would
+        // follow the snapshot with an older number and an older value.
+        let held = t.flags.contains(Flags::SNAPSHOT)
+            && sub.merged.as_ref().is_some_and(|m| m.holds_ticks());
+        if held {
+            self.release(sk, now);
+        }
         self.push_tick(key, t, now);
     }
 

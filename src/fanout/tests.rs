@@ -1540,6 +1540,64 @@ fn conflated_books_rebuild_the_servers_book_after_every_message() {
 /// A core lapped by the ring while a `max_rate` subscription holds merged book
 /// changes: the snapshot replaces them, and nothing older follows it.
 #[test]
+fn a_lap_while_a_quote_is_held_back_sends_it_before_the_snapshot() {
+    let mut sim = Sim::new(|c| c.ring_capacity = 64);
+    let k = sim.connect(Mode::Subscriber);
+    sim.subscribe(k, json!({"symbols": ["S0"], "max_rate": 1}));
+    sim.publish(0, quote(101));
+    sim.pump(); // sent: the first after the snapshot
+    let held = sim.publish(0, quote(102));
+    sim.pump(); // held back by the rate
+    let mut got = Sim::ticks(&sim.got(k));
+    assert!(got.iter().all(|t| t.seq < held.seq), "held back");
+    // Lapped: more than the ring holds, S0 among them, before the core reads again.
+    for i in 0..200 {
+        sim.publish(1, trade(i, 1));
+        if i % 40 == 0 {
+            sim.publish(0, quote(103 + i));
+        }
+    }
+    sim.pump();
+    let laps = sim
+        .core
+        .core_stats()
+        .laps
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(laps > 0, "the core was lapped");
+    sim.run_until(sim.now + 5 * SEC);
+    sim.publish(0, trade(7, 1));
+    sim.pump();
+    sim.run_until(sim.now + 5 * SEC);
+    got.extend(Sim::ticks(&sim.got(k)));
+    assert!(
+        got.iter().any(|t| t.flags.contains(Flags::SNAPSHOT)),
+        "a snapshot after the lap"
+    );
+    let seqs: Vec<u64> = got.iter().map(|t| t.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "numbers only go up: {seqs:?}"
+    );
+    assert!(
+        seqs.contains(&held.seq),
+        "the held-back quote was sent: {seqs:?}"
+    );
+    // The client ends with the server's latest quote and trade.
+    let latest = sim.core.lvc.latest(0);
+    let last_quote = got
+        .iter()
+        .rev()
+        .find(|t| t.body.kind() == crate::tick::Kind::Quote)
+        .unwrap();
+    let server_quote = latest.quote.unwrap();
+    assert_eq!(
+        (last_quote.seq, last_quote.body),
+        (server_quote.seq, server_quote.body)
+    );
+    assert_eq!(got.last().unwrap().seq, latest.seq());
+}
+
+#[test]
 fn a_lap_while_book_changes_are_held_back_sends_a_snapshot_and_drops_them() {
     use crate::book::Side::Bid;
     let mut sim = Sim::new(|c| c.ring_capacity = 64);
