@@ -430,6 +430,18 @@ mod tests {
     }
 
     #[test]
+    fn an_error_carries_a_long_float_id_back_exactly() {
+        // 2222222222222222.22222 is 2222222222222222.25 as an f64, written back as
+        // "2222222222222222.2", which only an exact parser reads as .25 (serde_json
+        // needs `float_roundtrip`; found by fuzz/control_message).
+        let (id, result) = parse(b"{\"op\":\"subscrib\x7f\",\"id\":2222222222222222.22222}");
+        let reply = error_message(&result.unwrap_err(), id.as_ref());
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(v.get("id"), id.as_ref());
+        assert_eq!(v["id"].as_f64(), Some(2_222_222_222_222_222.0 + 0.25));
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let cases = [
             ("{", "invalid JSON"),
