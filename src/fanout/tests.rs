@@ -347,6 +347,14 @@ impl Sim {
             .collect()
     }
 
+    /// Times the core was lapped by the ring.
+    fn laps(&self) -> u64 {
+        self.core
+            .core_stats()
+            .laps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn queued(&self, k: ConnId) -> usize {
         self.core.conns[k].out.queued()
     }
@@ -1558,12 +1566,7 @@ fn a_lap_while_a_quote_is_held_back_sends_it_before_the_snapshot() {
         }
     }
     sim.pump();
-    let laps = sim
-        .core
-        .core_stats()
-        .laps
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(laps > 0, "the core was lapped");
+    assert!(sim.laps() > 0, "the core was lapped");
     sim.run_until(sim.now + 5 * SEC);
     sim.publish(0, trade(7, 1));
     sim.pump();
@@ -1618,12 +1621,7 @@ fn a_lap_while_book_changes_are_held_back_sends_a_snapshot_and_drops_them() {
         sim.publish_book(0, book(Bid, 102 + p % 9, 1 + p));
     }
     sim.pump();
-    let laps = sim
-        .core
-        .core_stats()
-        .laps
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(laps > 0, "the core was lapped");
+    assert!(sim.laps() > 0, "the core was lapped");
     sim.run_until(sim.now + 5 * SEC);
     let got = Sim::ticks(&sim.got(k));
     assert!(
