@@ -115,9 +115,21 @@ async fn recorded_session_replays_into_another_server_in_the_same_order() {
     .await
     .unwrap();
     // Snapshots stand for ticks before the subscription; every record after them is
-    // a replayed tick, in the sequencer's (that is, the file's) order.
+    // a replayed tick, in the sequencer's (that is, the file's) order, except that the
+    // snapshot join leaves out a symbol's ticks the snapshot already stands for (its
+    // per-symbol rule: nothing at or below the snapshot's sequence number). Those all
+    // come before that symbol's first live record, so from the point where every
+    // symbol has had its first live record (`joined`) on, the stream is a contiguous
+    // window of the recording repeated; before it, a subsequence of it.
+    let symbols: std::collections::HashSet<&str> =
+        recorded.iter().map(|(name, _, _)| name.as_str()).collect();
+    let mut snapshotted: std::collections::HashSet<String> = Default::default();
+    let mut first_live: std::collections::HashMap<String, usize> = Default::default();
     let mut live: Vec<Price> = Vec::new();
-    while live.len() < recorded.len() + 10 {
+    let joined = |first: &std::collections::HashMap<String, usize>| {
+        (first.len() == symbols.len()).then(|| first.values().max().copied().unwrap_or(0))
+    };
+    while joined(&first_live).is_none_or(|j| live.len() < j + recorded.len() + 10) {
         let event = tokio::time::timeout(WAIT, client.next())
             .await
             .expect("an event in time")
@@ -127,11 +139,13 @@ async fn recorded_session_replays_into_another_server_in_the_same_order() {
                 for r in batch.records() {
                     let flags = Flags(r.flags);
                     assert!(!flags.contains(Flags::CONFLATED), "the subscriber keeps up");
+                    let name = batch.symbol(r.symbol_id.to_native()).unwrap().to_string();
                     if flags.contains(Flags::SNAPSHOT) {
                         assert!(live.is_empty(), "snapshots come first");
+                        snapshotted.insert(name);
                         continue;
                     }
-                    let name = batch.symbol(r.symbol_id.to_native()).unwrap().to_string();
+                    first_live.entry(name.clone()).or_insert(live.len());
                     live.push((name, r.kind, r.values.map(|v| v.to_native())));
                 }
             }
@@ -144,14 +158,16 @@ async fn recorded_session_replays_into_another_server_in_the_same_order() {
     replay.shutdown();
     let _ = std::fs::remove_file(&path);
 
-    // `live` must be a window of the recording repeated: find where it starts.
+    // `live[joined..]` must be a window of the recording repeated: find where it starts.
+    let joined = joined(&first_live).unwrap();
     let n = recorded.len();
-    let matches_at = |start: usize| (0..live.len()).all(|i| live[i] == recorded[(start + i) % n]);
+    let tail = &live[joined..];
+    let matches_at = |start: usize| (0..tail.len()).all(|i| tail[i] == recorded[(start + i) % n]);
     let starts: Vec<usize> = (0..n).filter(|&s| matches_at(s)).collect();
     // On a failure, where the best-matching start first differs.
     let agree = |start: usize| {
-        (0..live.len())
-            .take_while(|&i| live[i] == recorded[(start + i) % n])
+        (0..tail.len())
+            .take_while(|&i| tail[i] == recorded[(start + i) % n])
             .count()
     };
     let best = (0..n).max_by_key(|&s| agree(s)).unwrap_or(0);
@@ -160,11 +176,32 @@ async fn recorded_session_replays_into_another_server_in_the_same_order() {
         |v: &dyn Fn(usize) -> Price| (at.saturating_sub(2)..at + 3).map(v).collect::<Vec<_>>();
     assert!(
         !starts.is_empty(),
-        "the replayed ticks are the recorded ones, in order (first: {:?}; best start {best} of {n} \
-         agrees for {at} of {} records; live around there: {:?}; recorded: {:?})",
-        &live[..3],
-        live.len(),
-        around(&|i| live.get(i).cloned().unwrap_or_default()),
+        "from the join on ({joined} records in), the replayed ticks are the recorded ones, in \
+         order (best start {best} of {n} agrees for {at} of {} records; live around there: \
+         {:?}; recorded: {:?})",
+        tail.len(),
+        around(&|i| tail.get(i).cloned().unwrap_or_default()),
         around(&|i| recorded[(best + i) % n].clone()),
     );
+    // Before the join: the recording read backwards from there, leaving out only ticks
+    // of symbols that had a snapshot, and fewer of them than a pass of the recording.
+    let start = starts[0];
+    let mut j = start + n;
+    for (i, tick) in live[..joined].iter().enumerate().rev() {
+        loop {
+            assert!(
+                j > start,
+                "record {i} before the join is not in the recording's order: {tick:?}"
+            );
+            j -= 1;
+            let candidate = &recorded[j % n];
+            if candidate == tick {
+                break;
+            }
+            assert!(
+                snapshotted.contains(&candidate.0),
+                "the join left out {candidate:?}, of a symbol without a snapshot"
+            );
+        }
+    }
 }
