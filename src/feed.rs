@@ -21,6 +21,7 @@ pub mod exchange;
 pub mod normalize;
 pub mod replay;
 pub mod synthetic;
+pub mod venue_book;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -103,6 +104,18 @@ impl FeedSpec {
                 at_least("backoff_initial_ms", c.backoff_initial_ms, 1)?;
                 at_least("backoff_max_ms", c.backoff_max_ms, c.backoff_initial_ms)?;
                 at_least("max_message_bytes", c.max_message_bytes as u64, 256)?;
+                at_least(
+                    "max_snapshot_bytes",
+                    c.max_snapshot_bytes as u64,
+                    c.max_message_bytes as u64,
+                )?;
+                if !exchange::DEPTH_LIMITS.contains(&c.depth_limit) {
+                    return Err(format!(
+                        "depth_limit must be one of {:?} (got {})",
+                        exchange::DEPTH_LIMITS,
+                        c.depth_limit
+                    ));
+                }
             }
         }
         Ok(())
@@ -777,9 +790,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match &config.feeds[3] {
-            FeedSpec::Coinbase(c) => assert_eq!(c.symbols, ["BTC-USD", "ETH-USD"]),
+        match &config.feeds[2] {
+            FeedSpec::Binance(c) => {
+                assert!(c.book);
+                assert_eq!(c.depth_limit, 100);
+                assert_eq!(
+                    c.depth_snapshot_url("btcusdt"),
+                    "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=100"
+                );
+                assert!(config.feeds[2].validate().is_ok());
+            }
             other => panic!("{other:?}"),
+        }
+        match &config.feeds[3] {
+            FeedSpec::Coinbase(c) => {
+                assert_eq!(c.symbols, ["BTC-USD", "ETH-USD"]);
+                assert!(c.book);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A depth limit Binance does not take, a snapshot limit under the message one.
+        for (key, value) in [("depth_limit", "7"), ("max_snapshot_bytes", "1000")] {
+            let text = format!("[[feeds]]\nkind = \"binance\"\n{key} = {value}\n");
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
         }
         // Unknown keys in a feed are errors, as everywhere in the config.
         let e = Config::parse("[[feeds]]\nkind = \"replay\"\npath = \"x\"\nspeed_x = 2\n");

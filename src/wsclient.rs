@@ -198,6 +198,107 @@ pub async fn connect(
     Ok(ws)
 }
 
+/// A plain HTTP GET over the same TCP and TLS, for the one REST call a feed makes
+/// (Binance's depth snapshot).
+pub mod rest {
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper::body::Bytes;
+    use hyper::header::{ACCEPT, HOST, USER_AGENT};
+    use hyper::{Request, StatusCode, Uri};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::TcpStream;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::TlsConnector;
+
+    /// GETs `url` (`http://` or `https://`, through `tls`) and returns the body of a
+    /// `200 OK` of at most `max_bytes`. The error says what failed, for the log. No
+    /// timeout here: callers wrap the call in their own.
+    pub async fn get(
+        url: &str,
+        tls: Option<&TlsConnector>,
+        user_agent: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("invalid url {url:?}: {e}"))?;
+        let secure = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("invalid url {url:?}: expected http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("invalid url {url:?}: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let request = Request::builder()
+            .method("GET")
+            .uri(path)
+            .header(HOST, authority)
+            .header(USER_AGENT, user_agent)
+            .header(ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect failed: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        if !secure {
+            return send(tcp, request, max_bytes).await;
+        }
+        let connector = tls.ok_or("https:// without a TLS connector")?;
+        let name = ServerName::try_from(host).map_err(|e| format!("tls: {e}"))?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls: {e}"))?;
+        send(stream, request, max_bytes).await
+    }
+
+    async fn send<S>(
+        stream: S,
+        request: Request<Empty<Bytes>>,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("http: {e}"))?;
+        // The connection task ends with the response (or when this future is dropped
+        // and the sender with it).
+        tokio::task::spawn(async move {
+            let _ = connection.await;
+        });
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("http: {e}"))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(format!("HTTP {status}: {text}"));
+        }
+        Ok(body.to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

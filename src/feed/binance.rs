@@ -14,19 +14,27 @@
 //! The server sends a ping frame every 20 s and drops a connection that has not
 //! answered within a minute; the exchange adapter answers pings itself.
 
+use std::collections::{HashMap, HashSet};
+
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
+use super::depth_sync::{DepthSync, JoinError, Step};
 use super::normalize::{
-    check_size, epoch_ms_or_us_to_ns, object_fields, required, required_decimal, IdCheck,
-    JsonScratch, MessageKind, NormalizeError, Normalized, TradeIds,
+    check_size, epoch_ms_or_us_to_ns, levels, object_fields, required, required_decimal, Gap,
+    IdCheck, JsonScratch, MessageKind, NormalizeError, Normalized, TradeIds,
 };
+use super::venue_book::VenueBooks;
 use super::FeedTick;
+use crate::book::Side;
 use crate::symbol::Symbol;
 use crate::tick::Body;
 
 /// The public market-data endpoint, combined-stream form.
 pub const DEFAULT_URL: &str = "wss://stream.binance.com:9443/stream";
+
+/// The REST endpoint depth snapshots are fetched from.
+pub const DEFAULT_REST_URL: &str = "https://api.binance.com";
 
 /// Symbols subscribed when the config names none.
 pub const DEFAULT_SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
@@ -41,6 +49,12 @@ pub const SUBSCRIBE_ID: u64 = 1;
 /// {"method":"SUBSCRIBE","params":["btcusdt@trade","btcusdt@bookTicker"],"id":1}
 /// ```
 pub fn subscribe_message(symbols: &[String]) -> String {
+    subscribe_message_with(symbols, false)
+}
+
+/// [`subscribe_message`], adding each symbol's diff-depth stream
+/// (`btcusdt@depth@100ms`) when `book` is set.
+pub fn subscribe_message_with(symbols: &[String], book: bool) -> String {
     // Built by hand to keep the documented key order; each name is JSON-escaped.
     let mut out = String::from(r#"{"method":"SUBSCRIBE","params":["#);
     for (i, s) in symbols.iter().enumerate() {
@@ -49,8 +63,12 @@ pub fn subscribe_message(symbols: &[String]) -> String {
             out.push(',');
         }
         let trade = serde_json::Value::String(format!("{s}@trade"));
-        let book = serde_json::Value::String(format!("{s}@bookTicker"));
-        out.push_str(&format!("{trade},{book}"));
+        let ticker = serde_json::Value::String(format!("{s}@bookTicker"));
+        out.push_str(&format!("{trade},{ticker}"));
+        if book {
+            let depth = serde_json::Value::String(format!("{s}@depth@100ms"));
+            out.push_str(&format!(",{depth}"));
+        }
     }
     out.push_str(&format!(r#"],"id":{SUBSCRIBE_ID}}}"#));
     out
@@ -171,6 +189,8 @@ impl<'a> BookTicker<'a> {
 /// {"stream":"btcusdt@trade","data":{…}}                    // combined-stream envelope
 /// {"error":{"code":2,"msg":"Invalid request"},"id":1}      // request rejected
 /// ```
+///
+/// and, for books, the diff-depth events and snapshots described at [`Depth`].
 #[derive(Debug)]
 pub struct BinanceNormalizer {
     /// Symbol prefix (`BINANCE`), or empty for bare venue names.
@@ -181,6 +201,10 @@ pub struct BinanceNormalizer {
     scratch: JsonScratch,
     /// Last trade id per symbol, for gaps and re-sent trades.
     trades: TradeIds,
+    /// Largest book snapshot accepted, in bytes (at least `max_message_bytes`).
+    pub(crate) max_snapshot_bytes: usize,
+    /// The diff-depth books.
+    depth: Depth,
 }
 
 impl BinanceNormalizer {
@@ -191,23 +215,41 @@ impl BinanceNormalizer {
             max_message_bytes,
             scratch: JsonScratch::new(),
             trades: TradeIds::default(),
+            max_snapshot_bytes: max_message_bytes,
+            depth: Depth::default(),
         }
     }
 
-    /// Forgets the last trade id of every symbol.
+    /// Forgets the last trade id of every symbol, and every book (a replay that
+    /// starts over joins each book to its first snapshot again).
     pub fn reset(&mut self) {
         self.trades.clear();
+        self.depth = Depth::default();
     }
 
-    /// Normalizes one message; `now_ns` stamps book tickers, which carry no time.
+    /// The level changes of the last message.
+    pub fn book_changes(&self) -> &[FeedTick] {
+        self.depth.books.changes()
+    }
+
+    /// Venue symbols (`BTCUSDT`) whose depth snapshot must be fetched now.
+    pub fn take_snapshot_requests(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.depth.requests)
+    }
+
+    /// Normalizes one message; `now_ns` stamps book tickers and depth snapshots,
+    /// which carry no time.
     pub fn normalize(&mut self, message: &[u8], now_ns: u64) -> Result<Normalized, NormalizeError> {
-        check_size(message, self.max_message_bytes)?;
+        check_size(message, self.max_message_bytes.max(self.max_snapshot_bytes))?;
+        let max_message_bytes = self.max_message_bytes;
         let BinanceNormalizer {
             prefix,
             scratch,
             trades,
+            depth,
             ..
         } = self;
+        depth.books.begin();
         scratch.parse(message, |root| {
             if !root.is_object() {
                 return Err(NormalizeError::NotObject);
@@ -215,12 +257,19 @@ impl BinanceNormalizer {
             if let Some(stream) = root.get("stream") {
                 let stream = stream.as_str().ok_or(NormalizeError::Field("stream"))?;
                 let data = root.get("data").ok_or(NormalizeError::Field("data"))?;
+                let snapshot = stream.ends_with("@depth@snapshot");
+                if !snapshot {
+                    check_size(message, max_message_bytes)?;
+                }
                 return match stream_kind(stream) {
                     "trade" => trade(&data, prefix, trades),
                     "bookTicker" => book_ticker(&data, prefix, now_ns),
+                    "depth" if snapshot => depth.snapshot(stream, &data, prefix, now_ns),
+                    "depth" => depth.update(&data, prefix),
                     _ => Err(NormalizeError::unknown(stream)),
                 };
             }
+            check_size(message, max_message_bytes)?;
             if let Some(error) = root.get("error") {
                 let msg = error.get("msg").and_then(|m| m.into_string()).unwrap_or("");
                 let code = error.get("code").and_then(|c| c.as_i64()).unwrap_or(0);
@@ -232,6 +281,7 @@ impl BinanceNormalizer {
             if let Some(event) = root.get("e") {
                 return match event.as_str() {
                     Some("trade") => trade(&root, prefix, trades),
+                    Some("depthUpdate") => depth.update(&root, prefix),
                     Some(other) => Err(NormalizeError::unknown(other)),
                     None => Err(NormalizeError::Field("e")),
                 };
@@ -240,6 +290,203 @@ impl BinanceNormalizer {
                 return book_ticker(&root, prefix, now_ns);
             }
             Err(NormalizeError::unknown("<no event type>"))
+        })
+    }
+}
+
+/// Events kept per symbol while its book waits for a snapshot: 100 s of
+/// `@depth@100ms`; past it the oldest are dropped (a snapshot that late is newer than
+/// them anyway).
+pub const MAX_BUFFERED_DEPTH_EVENTS: usize = 1_000;
+
+/// The diff-depth books of a Binance feed: Binance's procedure for a local order book
+/// ([`DepthSync`]) per symbol, and the feed's copy of each book ([`VenueBooks`]).
+///
+/// One event of `<symbol>@depth@100ms` (levels are absolute quantities, `"0"`
+/// removes):
+///
+/// ```json
+/// {"e":"depthUpdate","E":1672515782136,"s":"BNBBTC","U":157,"u":160,
+///  "b":[["0.0024","10"]],"a":[["0.0026","100"]]}
+/// ```
+///
+/// The snapshot is not a stream message: the feed fetches
+/// `GET /api/v3/depth?symbol=BNBBTC&limit=N`, whose body is
+/// `{"lastUpdateId":160,"bids":[["0.0024","10"]],"asks":[["0.0026","100"]]}`, and
+/// hands it to the normalizer (and a capture records it) as one message under the
+/// stream name `<symbol>@depth@snapshot`:
+///
+/// ```json
+/// {"stream":"bnbbtc@depth@snapshot","data":{"lastUpdateId":160,"bids":[…],"asks":[…]}}
+/// ```
+///
+/// Until a symbol's first snapshot its events are buffered and nothing is sent; the
+/// snapshot is sent as the difference from the book so far, then the buffered events
+/// after it. A `U`/`u` gap is reported as a [`Gap`] (counted in the feed's gaps), the
+/// book stays as it was and a snapshot is requested again.
+#[derive(Debug, Default)]
+pub(crate) struct Depth {
+    syncs: HashMap<Symbol, DepthSync<DepthEvent>>,
+    /// Symbols with a snapshot requested and not yet normalized.
+    requested: HashSet<Symbol>,
+    /// Venue symbols to fetch, not yet taken by the feed.
+    requests: Vec<String>,
+    books: VenueBooks,
+    /// The levels of the event being read, before they are applied.
+    levels: Vec<(Side, i64, i64)>,
+}
+
+/// A buffered diff-depth event.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct DepthEvent {
+    ts_event: u64,
+    levels: Vec<(Side, i64, i64)>,
+}
+
+impl Depth {
+    fn sync(&mut self, symbol: Symbol) -> &mut DepthSync<DepthEvent> {
+        self.syncs
+            .entry(symbol)
+            .or_insert_with(|| DepthSync::new(MAX_BUFFERED_DEPTH_EVENTS))
+    }
+
+    fn request(&mut self, symbol: Symbol, venue_symbol: &str) {
+        if self.requested.insert(symbol) {
+            self.requests.push(venue_symbol.to_string());
+        }
+    }
+
+    /// A `depthUpdate` event.
+    fn update(&mut self, v: &Value<'_, '_>, prefix: &str) -> Result<Normalized, NormalizeError> {
+        let (mut s, mut time, mut first, mut last, mut b, mut a) =
+            (None, None, None, None, None, None);
+        for (key, f) in &object_fields(v)? {
+            match key {
+                "s" => s = f.into_string(),
+                "E" => time = f.as_u64(),
+                "U" => first = f.as_u64(),
+                "u" => last = f.as_u64(),
+                "b" => b = Some(f),
+                "a" => a = Some(f),
+                _ => {}
+            }
+        }
+        let venue_symbol = required(s, "s")?;
+        let symbol = Symbol::namespaced(prefix, venue_symbol.as_bytes())?;
+        let ts_event = epoch_ms_or_us_to_ns(required(time, "E")?, "E")?;
+        let (first, last) = (required(first, "U")?, required(last, "u")?);
+        if first > last {
+            return Err(NormalizeError::Field("U"));
+        }
+        self.levels.clear();
+        levels(b, "b", Side::Bid, &mut self.levels)?;
+        levels(a, "a", Side::Ask, &mut self.levels)?;
+        // Live and following: applied straight from the parse, without a copy.
+        let follows = self
+            .sync(symbol)
+            .applied()
+            .map(|applied| (last <= applied, first <= applied + 1));
+        if let Some((stale, next)) = follows {
+            if stale {
+                return Ok(Normalized::control(MessageKind::Duplicate));
+            }
+            if next {
+                self.sync(symbol)
+                    .on_event(first, last, DepthEvent::default());
+                for i in 0..self.levels.len() {
+                    let (side, price, size) = self.levels[i];
+                    self.books.level(symbol, ts_event, side, price, size);
+                }
+                return Ok(Normalized::control(MessageKind::Book));
+            }
+        }
+        let event = DepthEvent {
+            ts_event,
+            levels: self.levels.clone(),
+        };
+        let gap = match self.sync(symbol).on_event(first, last, event) {
+            Step::Resync { expected, got } => Some(Gap {
+                symbol,
+                expected,
+                got,
+            }),
+            _ => None,
+        };
+        self.request(symbol, venue_symbol);
+        Ok(Normalized {
+            kind: MessageKind::Book,
+            tick: None,
+            gap,
+        })
+    }
+
+    /// A depth snapshot (`<symbol>@depth@snapshot`), stamped `now_ns`.
+    fn snapshot(
+        &mut self,
+        stream: &str,
+        v: &Value<'_, '_>,
+        prefix: &str,
+        now_ns: u64,
+    ) -> Result<Normalized, NormalizeError> {
+        // Snapshots are rare: the upper-case copy of the name is not worth avoiding.
+        let venue_symbol = stream.split('@').next().unwrap_or("").to_ascii_uppercase();
+        let symbol = Symbol::namespaced(prefix, venue_symbol.as_bytes())?;
+        let (mut id, mut b, mut a) = (None, None, None);
+        for (key, f) in &object_fields(v)? {
+            match key {
+                "lastUpdateId" => id = f.as_u64(),
+                "bids" => b = Some(f),
+                "asks" => a = Some(f),
+                _ => {}
+            }
+        }
+        let id = required(id, "lastUpdateId")?;
+        self.levels.clear();
+        levels(b, "bids", Side::Bid, &mut self.levels)?;
+        levels(a, "asks", Side::Ask, &mut self.levels)?;
+        self.requested.remove(&symbol);
+        let gap = match self.sync(symbol).on_snapshot(id) {
+            Ok(events) => {
+                let (mut bids, mut asks) = (Vec::new(), Vec::new());
+                for &(side, price, size) in &self.levels {
+                    match side {
+                        Side::Bid => bids.push((price, size)),
+                        Side::Ask => asks.push((price, size)),
+                    }
+                }
+                self.books.snapshot(symbol, now_ns, &bids, &asks);
+                for e in events {
+                    for (side, price, size) in e.levels {
+                        self.books.level(symbol, e.ts_event, side, price, size);
+                    }
+                }
+                None
+            }
+            // The snapshot cannot be joined: fetch another.
+            Err(JoinError::SnapshotTooOld {
+                last_update_id,
+                first,
+            }) => {
+                self.request(symbol, &venue_symbol);
+                Some(Gap {
+                    symbol,
+                    expected: last_update_id + 1,
+                    got: first,
+                })
+            }
+            Err(JoinError::Gap { last, next }) => {
+                self.request(symbol, &venue_symbol);
+                Some(Gap {
+                    symbol,
+                    expected: last + 1,
+                    got: next,
+                })
+            }
+        };
+        Ok(Normalized {
+            kind: MessageKind::Book,
+            tick: None,
+            gap,
         })
     }
 }
@@ -422,10 +669,8 @@ mod tests {
                 "truncated",
             ),
             (r#"{"stream":"btcusdt@trade" "data":{}}"#, "malformed"),
-            (
-                r#"{"stream":"btcusdt@depth@100ms","data":{}}"#,
-                "unknown_type",
-            ),
+            (r#"{"stream":"btcusdt@kline_1m","data":{}}"#, "unknown_type"),
+            (r#"{"stream":"btcusdt@depth@100ms","data":{}}"#, "invalid"),
             (r#"{"e":"aggTrade","s":"BTCUSDT"}"#, "unknown_type"),
             (r#"{"hello":"world"}"#, "unknown_type"),
             (r#"["btcusdt@trade"]"#, "invalid"),
@@ -485,5 +730,145 @@ mod tests {
         let gap = out.gap.unwrap();
         assert_eq!((gap.symbol, gap.missed()), (sym("BTCUSDT"), 3));
         assert_eq!(out.tick.unwrap().body, Body::trade(SCALE, SCALE));
+    }
+
+    /// `(side, price, size)` of each change of the last message.
+    fn changes(n: &BinanceNormalizer) -> Vec<(Side, i64, i64)> {
+        n.book_changes()
+            .iter()
+            .map(|c| match c.body {
+                Body::Book {
+                    side, price, size, ..
+                } => (side, price, size),
+                other => panic!("not a book change: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn depth(first: u64, last: u64, bids: &str, asks: &str) -> String {
+        format!(
+            r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1000,"s":"BTCUSDT","U":{first},"u":{last},"b":{bids},"a":{asks}}}}}"#
+        )
+    }
+
+    fn snapshot(id: u64, bids: &str, asks: &str) -> String {
+        format!(
+            r#"{{"stream":"btcusdt@depth@snapshot","data":{{"lastUpdateId":{id},"bids":{bids},"asks":{asks}}}}}"#
+        )
+    }
+
+    /// Binance's procedure: events buffered (and one snapshot asked for) until the
+    /// snapshot; the snapshot sent whole, then the buffered events after it; a
+    /// re-sent event dropped; a gap reported, the book kept, a snapshot asked again;
+    /// the next snapshot sent as the difference.
+    #[test]
+    fn diff_depth_joins_its_snapshot_and_resyncs_after_a_gap() {
+        let mut n = BinanceNormalizer::new("", 4096);
+        let out = n
+            .normalize(depth(10, 12, r#"[["100","1"]]"#, "[]").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!((out.kind, out.gap), (MessageKind::Book, None));
+        assert!(n.book_changes().is_empty(), "nothing before the snapshot");
+        assert_eq!(n.take_snapshot_requests(), ["BTCUSDT"]);
+        n.normalize(
+            depth(13, 15, r#"[["100","2"]]"#, r#"[["101","4"]]"#).as_bytes(),
+            NOW,
+        )
+        .unwrap();
+        assert!(n.take_snapshot_requests().is_empty(), "asked once");
+        // Standing at 14: 10–12 is older, 13–15 straddles it and is applied after.
+        n.normalize(
+            snapshot(14, r#"[["100","9"],["99","1"]]"#, r#"[["101","3"]]"#).as_bytes(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&n),
+            [
+                (Side::Bid, 100 * SCALE, 9 * SCALE),
+                (Side::Bid, 99 * SCALE, SCALE),
+                (Side::Ask, 101 * SCALE, 3 * SCALE),
+                (Side::Bid, 100 * SCALE, 2 * SCALE),
+                (Side::Ask, 101 * SCALE, 4 * SCALE),
+            ]
+        );
+        assert_eq!(n.book_changes()[0].ts_event, NOW, "a snapshot has no time");
+        assert_eq!(n.book_changes()[3].ts_event, 1_000_000_000, "E, in ns");
+        let dup = n
+            .normalize(depth(13, 15, r#"[["100","5"]]"#, "[]").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!(dup.kind, MessageKind::Duplicate);
+        assert!(n.book_changes().is_empty());
+        n.normalize(depth(16, 16, r#"[["99","0"]]"#, "[]").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!(changes(&n), [(Side::Bid, 99 * SCALE, 0)]);
+        // 17 is missing.
+        let out = n
+            .normalize(depth(18, 19, r#"[["98","1"]]"#, "[]").as_bytes(), NOW)
+            .unwrap();
+        let gap = out.gap.expect("a gap");
+        assert_eq!((gap.expected, gap.got), (17, 18));
+        assert!(
+            n.book_changes().is_empty(),
+            "the book is kept until the snapshot"
+        );
+        assert_eq!(n.take_snapshot_requests(), ["BTCUSDT"]);
+        n.normalize(
+            snapshot(19, r#"[["98","1"]]"#, r#"[["101","4"]]"#).as_bytes(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&n),
+            [(Side::Bid, 100 * SCALE, 0), (Side::Bid, 98 * SCALE, SCALE)],
+            "the difference: 100 removed, 98 new, ask 101 unchanged"
+        );
+    }
+
+    #[test]
+    fn a_malformed_depth_event_changes_nothing() {
+        let mut n = BinanceNormalizer::new("", 4096);
+        n.normalize(snapshot(5, r#"[["100","1"]]"#, "[]").as_bytes(), NOW)
+            .unwrap();
+        for bad in [
+            depth(6, 6, r#"[["100","2"],["x","1"]]"#, "[]"),
+            depth(6, 6, r#"[["100"]]"#, "[]"),
+            depth(6, 5, "[]", "[]"),
+            depth(6, 6, "{}", "[]"),
+        ] {
+            assert!(n.normalize(bad.as_bytes(), NOW).is_err(), "{bad}");
+            assert!(n.book_changes().is_empty(), "{bad}");
+        }
+        n.normalize(depth(6, 6, r#"[["100","2"]]"#, "[]").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!(
+            changes(&n),
+            [(Side::Bid, 100 * SCALE, 2 * SCALE)],
+            "6 still follows 5"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_may_be_larger_than_other_messages() {
+        let mut n = BinanceNormalizer::new("", 256);
+        n.max_snapshot_bytes = 4096;
+        let levels: Vec<String> = (0..20).map(|i| format!(r#"["{}","1"]"#, 100 + i)).collect();
+        let big = snapshot(5, &format!("[{}]", levels.join(",")), "[]");
+        assert!(big.len() > 256);
+        n.normalize(big.as_bytes(), NOW).unwrap();
+        assert_eq!(n.book_changes().len(), 20);
+        let big_event = depth(6, 6, &format!("[{}]", levels.join(",")), "[]");
+        assert!(matches!(
+            n.normalize(big_event.as_bytes(), NOW),
+            Err(NormalizeError::Oversize { max: 256, .. })
+        ));
+    }
+
+    #[test]
+    fn the_depth_stream_is_subscribed_with_books_on() {
+        assert_eq!(
+            subscribe_message_with(&["BTCUSDT".into()], true),
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","btcusdt@bookTicker","btcusdt@depth@100ms"],"id":1}"#
+        );
     }
 }

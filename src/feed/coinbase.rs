@@ -17,6 +17,21 @@
 //! used to drop tickers that are not newer than the last one delivered for their
 //! product (the venue sends the current ticker again on every subscribe), as
 //! `trade_id` drops the `last_match` already seen before a reconnect.
+//!
+//! # Books
+//!
+//! With books on, the `level2_batch` channel is added: a `snapshot` of each product's
+//! whole book right after subscribing (and after every reconnect), then `l2update`
+//! messages (every 50 ms) with the levels that changed:
+//!
+//! ```json
+//! {"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],"asks":[["10102.55","0.57753524"]]}
+//! {"type":"l2update","product_id":"BTC-USD","changes":[["buy","10101.80000000","0.162567"]],"time":"2019-08-14T20:42:27.265Z"}
+//! ```
+//!
+//! Sizes are absolute, `"0"` removes the level. The channel has no sequence numbers:
+//! a reconnect's fresh snapshot is what repairs a book, sent as the difference from
+//! the book so far ([`VenueBooks`]).
 
 use std::collections::HashMap;
 
@@ -24,10 +39,12 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::normalize::{
-    check_size, object_fields, required, required_decimal, Fields, IdCheck, JsonScratch,
+    check_size, levels, object_fields, required, required_decimal, Fields, IdCheck, JsonScratch,
     MessageKind, NormalizeError, Normalized, TradeIds,
 };
+use super::venue_book::VenueBooks;
 use super::FeedTick;
+use crate::book::Side;
 use crate::symbol::Symbol;
 use crate::tick::Body;
 
@@ -44,6 +61,11 @@ pub const DEFAULT_SYMBOLS: [&str; 2] = ["BTC-USD", "ETH-USD"];
 /// {"type":"subscribe","product_ids":["BTC-USD","ETH-USD"],"channels":["matches","ticker","heartbeat"]}
 /// ```
 pub fn subscribe_message(products: &[String]) -> String {
+    subscribe_message_with(products, false)
+}
+
+/// [`subscribe_message`], adding the `level2_batch` channel when `book` is set.
+pub fn subscribe_message_with(products: &[String], book: bool) -> String {
     // Built by hand to keep the documented key order; each name is JSON-escaped.
     let mut out = String::from(r#"{"type":"subscribe","product_ids":["#);
     for (i, p) in products.iter().enumerate() {
@@ -52,7 +74,11 @@ pub fn subscribe_message(products: &[String]) -> String {
         }
         out.push_str(&serde_json::Value::String(p.clone()).to_string());
     }
-    out.push_str(r#"],"channels":["matches","ticker","heartbeat"]}"#);
+    out.push_str(r#"],"channels":["matches","ticker","heartbeat""#);
+    if book {
+        out.push_str(r#","level2_batch""#);
+    }
+    out.push_str("]}");
     out
 }
 
@@ -228,6 +254,12 @@ pub struct CoinbaseNormalizer {
     trades: TradeIds,
     /// Last ticker `sequence` per product, to drop re-sent tickers.
     tickers: HashMap<Symbol, u64>,
+    /// Largest book snapshot accepted, in bytes (at least `max_message_bytes`).
+    pub(crate) max_snapshot_bytes: usize,
+    /// The feed's copy of each product's book.
+    books: VenueBooks,
+    /// The levels of the message being read, before they are applied.
+    levels: Vec<(Side, i64, i64)>,
 }
 
 impl CoinbaseNormalizer {
@@ -239,35 +271,70 @@ impl CoinbaseNormalizer {
             scratch: JsonScratch::new(),
             trades: TradeIds::default(),
             tickers: HashMap::new(),
+            max_snapshot_bytes: max_message_bytes,
+            books: VenueBooks::default(),
+            levels: Vec::new(),
         }
     }
 
-    /// Forgets the last trade id and ticker sequence of every product.
+    /// Forgets the last trade id and ticker sequence of every product, and every book.
     pub fn reset(&mut self) {
         self.trades.clear();
         self.tickers.clear();
+        self.books.clear();
     }
 
-    /// Normalizes one message. Every Coinbase message we use carries its own time,
-    /// so `now_ns` is not needed; it is taken for symmetry with the other venues.
-    pub fn normalize(
-        &mut self,
-        message: &[u8],
-        _now_ns: u64,
-    ) -> Result<Normalized, NormalizeError> {
-        check_size(message, self.max_message_bytes)?;
+    /// The level changes of the last message.
+    pub fn book_changes(&self) -> &[FeedTick] {
+        self.books.changes()
+    }
+
+    /// Normalizes one message; `now_ns` stamps book snapshots, the one message
+    /// without a time of its own.
+    pub fn normalize(&mut self, message: &[u8], now_ns: u64) -> Result<Normalized, NormalizeError> {
+        check_size(message, self.max_message_bytes.max(self.max_snapshot_bytes))?;
+        let max_message_bytes = self.max_message_bytes;
         let CoinbaseNormalizer {
             prefix,
             scratch,
             trades,
             tickers,
+            books,
+            levels: scratch_levels,
             ..
         } = self;
+        books.begin();
         scratch.parse(message, |root| {
             if !root.is_object() {
                 return Err(NormalizeError::NotObject);
             }
-            match root.str_field("type")? {
+            let kind = root.str_field("type")?;
+            if kind != "snapshot" {
+                check_size(message, max_message_bytes)?;
+            }
+            match kind {
+                "snapshot" => {
+                    let product = root.str_field("product_id")?;
+                    let symbol = Symbol::namespaced(prefix, product.as_bytes())?;
+                    scratch_levels.clear();
+                    levels(root.get("bids"), "bids", Side::Bid, scratch_levels)?;
+                    let bids: Vec<_> = scratch_levels.drain(..).map(|(_, p, s)| (p, s)).collect();
+                    levels(root.get("asks"), "asks", Side::Ask, scratch_levels)?;
+                    let asks: Vec<_> = scratch_levels.drain(..).map(|(_, p, s)| (p, s)).collect();
+                    books.snapshot(symbol, now_ns, &bids, &asks);
+                    Ok(Normalized::control(MessageKind::Book))
+                }
+                "l2update" => {
+                    let product = root.str_field("product_id")?;
+                    let symbol = Symbol::namespaced(prefix, product.as_bytes())?;
+                    let time_ns = rfc3339_ns(root.str_field("time")?, "time")?;
+                    scratch_levels.clear();
+                    changes(root.get("changes"), scratch_levels)?;
+                    for &(side, price, size) in scratch_levels.iter() {
+                        books.level(symbol, time_ns, side, price, size);
+                    }
+                    Ok(Normalized::control(MessageKind::Book))
+                }
                 "match" | "last_match" => {
                     let m = Match::from_value(&root)?;
                     let symbol = Symbol::namespaced(prefix, m.product_id.as_bytes())?;
@@ -338,6 +405,37 @@ impl CoinbaseNormalizer {
             }
         })
     }
+}
+
+/// The `changes` of an `l2update`, `[["buy","price","size"],…]` (`buy` is a bid,
+/// `sell` an ask), appended to `out`; nothing is appended when one is malformed.
+fn changes(
+    v: Option<Value<'_, '_>>,
+    out: &mut Vec<(Side, i64, i64)>,
+) -> Result<(), NormalizeError> {
+    let start = out.len();
+    let result = (|| {
+        let array = v
+            .and_then(|v| v.as_array())
+            .ok_or(NormalizeError::Field("changes"))?;
+        for change in array.iter() {
+            let c = change.as_array().ok_or(NormalizeError::Field("changes"))?;
+            let field = |i: usize| c.get(i).and_then(|v| v.into_string());
+            let side = match field(0) {
+                Some("buy") => Side::Bid,
+                Some("sell") => Side::Ask,
+                _ => return Err(NormalizeError::Field("changes")),
+            };
+            let price = required_decimal(field(1), "changes")?;
+            let size = required_decimal(field(2), "changes")?;
+            out.push((side, price, size));
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// An RFC 3339 UTC time (`2014-11-07T08:19:27.028459Z`) as ns since the Unix epoch.
@@ -465,8 +563,12 @@ mod tests {
             ),
             (r#"{"type":"match",}"#, "malformed"),
             (
-                r#"{"type":"l2update","product_id":"BTC-USD","changes":[]}"#,
+                r#"{"type":"l3update","product_id":"BTC-USD","changes":[]}"#,
                 "unknown_type",
+            ),
+            (
+                r#"{"type":"l2update","product_id":"BTC-USD","changes":[]}"#,
+                "invalid",
             ),
             (r#"{"type":"status","products":[]}"#, "unknown_type"),
             (r#"{"product_id":"BTC-USD"}"#, "invalid"),
@@ -537,6 +639,72 @@ mod tests {
         assert_eq!(
             n.normalize(m("match", 107).as_bytes(), 0).unwrap().gap,
             None
+        );
+    }
+
+    #[test]
+    fn level2_snapshots_replace_and_updates_apply() {
+        use crate::book::Side;
+        let mut n = CoinbaseNormalizer::new("", 4096);
+        let changes = |n: &CoinbaseNormalizer| -> Vec<(Side, i64, i64)> {
+            n.book_changes()
+                .iter()
+                .map(|c| match c.body {
+                    Body::Book {
+                        side, price, size, ..
+                    } => (side, price, size),
+                    other => panic!("not a book change: {other:?}"),
+                })
+                .collect()
+        };
+        let snap = |bids: &str, asks: &str| {
+            format!(r#"{{"type":"snapshot","product_id":"BTC-USD","bids":{bids},"asks":{asks}}}"#)
+        };
+        let out = n
+            .normalize(
+                snap(r#"[["10.00","1"],["9.99","2"]]"#, r#"[["10.01","3"]]"#).as_bytes(),
+                7,
+            )
+            .unwrap();
+        assert_eq!((out.kind, out.tick), (MessageKind::Book, None));
+        assert_eq!(changes(&n).len(), 3);
+        assert_eq!(n.book_changes()[0].ts_event, 7);
+        let update = r#"{"type":"l2update","product_id":"BTC-USD","changes":[["buy","9.99","0"],["sell","10.02","1.5"]],"time":"2019-08-14T20:42:27.265Z"}"#;
+        n.normalize(update.as_bytes(), 7).unwrap();
+        assert_eq!(
+            changes(&n),
+            [
+                (Side::Bid, px("9.99"), 0),
+                (Side::Ask, px("10.02"), px("1.5"))
+            ]
+        );
+        assert_eq!(n.book_changes()[0].ts_event, 1_565_815_347_265_000_000);
+        // A reconnect's snapshot: the difference from the book so far.
+        n.normalize(
+            snap(r#"[["10.00","1"]]"#, r#"[["10.03","1"]]"#).as_bytes(),
+            8,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&n),
+            [
+                (Side::Ask, px("10.01"), 0),
+                (Side::Ask, px("10.02"), 0),
+                (Side::Ask, px("10.03"), px("1"))
+            ]
+        );
+        for bad in [
+            r#"{"type":"l2update","product_id":"BTC-USD","changes":[["hold","1","1"]],"time":"2019-08-14T20:42:27.265Z"}"#,
+            r#"{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"],["sell","x","1"]],"time":"2019-08-14T20:42:27.265Z"}"#,
+            r#"{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]]}"#,
+            r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["1"]],"asks":[]}"#,
+        ] {
+            assert!(n.normalize(bad.as_bytes(), 9).is_err(), "{bad}");
+            assert!(n.book_changes().is_empty(), "{bad}");
+        }
+        assert_eq!(
+            subscribe_message_with(&["BTC-USD".into()], true),
+            r#"{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches","ticker","heartbeat","level2_batch"]}"#
         );
     }
 }

@@ -97,7 +97,19 @@ impl<E> DepthSync<E> {
         matches!(self.state, State::Buffering(_))
     }
 
-    /// One event whose update ids run from `first` (`U`) to `last` (`u`).
+    /// `u` of the last event applied (or the snapshot's id) when live; `None` while
+    /// a snapshot is awaited.
+    pub fn applied(&self) -> Option<u64> {
+        match self.state {
+            State::Live(applied) => Some(applied),
+            State::Buffering(_) => None,
+        }
+    }
+
+    /// One event whose update ids run from `first` (`U`) to `last` (`u`). Live, it is
+    /// applied when it follows the last one (`U == u + 1` of it, or right after a
+    /// snapshot `U <= lastUpdateId + 1 <= u`: the documented first event, whether it
+    /// was buffered or read after the snapshot arrived).
     pub fn on_event(&mut self, first: u64, last: u64, event: E) -> Step<E> {
         match &mut self.state {
             State::Buffering(buf) => {
@@ -112,7 +124,9 @@ impl<E> DepthSync<E> {
                 let applied = *applied;
                 if last <= applied {
                     Step::Stale
-                } else if first == applied + 1 {
+                } else if first <= applied + 1 {
+                    // `first < applied + 1` only right after a snapshot: the event
+                    // straddles it, and its absolute sizes may be applied again.
                     self.state = State::Live(last);
                     Step::Apply(event)
                 } else {
@@ -194,6 +208,26 @@ mod tests {
         // The event that showed the gap is kept for the next join.
         assert_eq!(s.on_snapshot(173), Ok(vec!["e"]));
         assert_eq!(s.on_event(176, 176, "f"), Step::Apply("f"));
+        assert_eq!(s.applied(), Some(176));
+    }
+
+    /// A snapshot fetched before the events that straddle it were read (the feed
+    /// fetches it in line): the straddling event, read live, is applied.
+    #[test]
+    fn an_event_read_after_the_snapshot_may_straddle_it() {
+        let mut s = DepthSync::new(16);
+        s.on_event(100, 104, "a");
+        assert_eq!(s.on_snapshot(106), Ok(vec![]), "100–104 is older than 106");
+        assert_eq!(s.applied(), Some(106));
+        assert_eq!(s.on_event(105, 108, "b"), Step::Apply("b"));
+        assert_eq!(
+            s.on_event(110, 111, "c"),
+            Step::Resync {
+                expected: 109,
+                got: 110
+            },
+            "only straddling the snapshot is allowed; later events must follow exactly"
+        );
     }
 
     #[test]

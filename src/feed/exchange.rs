@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
-use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
+use super::normalize::{MessageKind, Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
 use super::{binance, coinbase, FeedContext};
 use crate::clock::now_ns;
-use crate::wsclient::{self, ConnectError, Target};
+use crate::wsclient::{self, rest, ConnectError, Target};
 
 /// Settings of an exchange feed (`kind = "binance"` or `kind = "coinbase"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,19 @@ pub struct ExchangeConfig {
     /// Extra trusted root certificates (PEM) for `wss://`, besides the webpki roots:
     /// for a private CA or a test server. Default: none.
     pub ca_file: Option<PathBuf>,
+    /// Carry the venue's order books too: Binance's `<symbol>@depth@100ms` diff
+    /// depth joined to REST snapshots, Coinbase's `level2_batch`. Default: false.
+    pub book: bool,
+    /// Binance only: the REST base URL the depth snapshots are fetched from
+    /// (`GET {depth_url}/api/v3/depth?symbol=…&limit=…`), `https://` or `http://`.
+    /// Default: [`binance::DEFAULT_REST_URL`].
+    pub depth_url: Option<String>,
+    /// Binance only: levels per side of a depth snapshot (`limit`: 5, 10, 20, 50,
+    /// 100, 500, 1000 or 5000). Default: 100.
+    pub depth_limit: u32,
+    /// Largest book snapshot accepted, in bytes: a venue's whole book (Coinbase sends
+    /// every level) is far larger than `max_message_bytes`. Default: 16 MiB.
+    pub max_snapshot_bytes: usize,
 }
 
 impl Default for ExchangeConfig {
@@ -75,9 +88,16 @@ impl Default for ExchangeConfig {
             backoff_max_ms: 30_000,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             ca_file: None,
+            book: false,
+            depth_url: None,
+            depth_limit: 100,
+            max_snapshot_bytes: MAX_FRAME_BYTES,
         }
     }
 }
+
+/// The `limit` values Binance's depth endpoint takes.
+pub const DEPTH_LIMITS: [u32; 8] = [5, 10, 20, 50, 100, 500, 1_000, 5_000];
 
 /// The User-Agent of the handshake.
 const USER_AGENT: &str = concat!("tickcast/", env!("CARGO_PKG_VERSION"));
@@ -111,9 +131,23 @@ impl ExchangeConfig {
     pub fn subscribe_message(&self, venue: Venue) -> String {
         let symbols = self.symbols_for(venue);
         match venue {
-            Venue::Binance => binance::subscribe_message(&symbols),
-            Venue::Coinbase => coinbase::subscribe_message(&symbols),
+            Venue::Binance => binance::subscribe_message_with(&symbols, self.book),
+            Venue::Coinbase => coinbase::subscribe_message_with(&symbols, self.book),
         }
+    }
+
+    /// The REST URL of `symbol`'s depth snapshot (Binance).
+    pub fn depth_snapshot_url(&self, symbol: &str) -> String {
+        let base = self
+            .depth_url
+            .as_deref()
+            .unwrap_or(binance::DEFAULT_REST_URL)
+            .trim_end_matches('/');
+        format!(
+            "{base}/api/v3/depth?symbol={}&limit={}",
+            symbol.to_ascii_uppercase(),
+            self.depth_limit
+        )
     }
 }
 
@@ -232,6 +266,10 @@ struct Client<'a> {
     normalizer: Normalizer,
     /// Reassembly of a fragmented message.
     fragments: Vec<u8>,
+    /// Depth snapshots to fetch (Binance books): venue symbol and when.
+    snapshots: Vec<(String, tokio::time::Instant)>,
+    /// TLS for an `https://` depth URL.
+    rest_tls: Option<TlsConnector>,
 }
 
 impl Client<'_> {
@@ -273,6 +311,9 @@ impl Client<'_> {
                     if self.handle(&frame.payload).is_err() {
                         return Ok(End::Stop);
                     }
+                    if self.fetch_snapshots().await.is_err() {
+                        return Ok(End::Stop);
+                    }
                 }
                 OpCode::Text | OpCode::Binary => {
                     in_fragment = true;
@@ -293,7 +334,7 @@ impl Client<'_> {
                         let message = std::mem::take(&mut self.fragments);
                         let sent = self.handle(&message);
                         self.fragments = message;
-                        if sent.is_err() {
+                        if sent.is_err() || self.fetch_snapshots().await.is_err() {
                             return Ok(End::Stop);
                         }
                     }
@@ -319,15 +360,82 @@ impl Client<'_> {
             Ok(out) => {
                 if let Some(gap) = out.gap {
                     status.gaps.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(feed = %status.name, symbol = %gap.symbol, expected = gap.expected, missed = gap.missed(), "trade id gap");
+                    let what = if out.kind == MessageKind::Book {
+                        "book update id gap: fetching a snapshot"
+                    } else {
+                        "trade id gap"
+                    };
+                    tracing::warn!(feed = %status.name, symbol = %gap.symbol, expected = gap.expected, missed = gap.missed(), "{what}");
                 }
                 if let Some(tick) = out.tick {
                     self.ctx.send(tick)?;
+                }
+                let changes = self.normalizer.book_changes();
+                if !changes.is_empty() {
+                    self.ctx.send_burst(changes)?;
                 }
             }
             Err(e) => {
                 let n = status.parse_errors.fetch_add(1, Ordering::Relaxed) + 1;
                 super::log_parse_error(&status.name, n, &e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Client<'_> {
+    /// Fetches the depth snapshots the normalizer asked for (Binance books) and
+    /// normalizes each as a `<symbol>@depth@snapshot` message. The WebSocket is not
+    /// read meanwhile: its events wait in the socket, and the join takes them after
+    /// the snapshot as it would have taken them from its buffer. A failed fetch is
+    /// logged and tried again a second later (at the symbol's next event). `Err` when
+    /// the feed must stop.
+    async fn fetch_snapshots(&mut self) -> Result<(), super::SendError> {
+        let now = tokio::time::Instant::now();
+        for symbol in self.normalizer.take_snapshot_requests() {
+            self.snapshots.push((symbol, now));
+        }
+        let mut i = 0;
+        while i < self.snapshots.len() {
+            if self.snapshots[i].1 > now {
+                i += 1;
+                continue;
+            }
+            let (symbol, _) = self.snapshots.swap_remove(i);
+            let url = self.cfg.depth_snapshot_url(&symbol);
+            let timeout = bounded_ms(self.cfg.connect_timeout_ms);
+            let limit = self.cfg.max_snapshot_bytes;
+            let fetched = tokio::time::timeout(
+                timeout,
+                rest::get(&url, self.rest_tls.as_ref(), USER_AGENT, limit),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer in {} ms", timeout.as_millis())));
+            match fetched {
+                Ok(body) => {
+                    let mut message = Vec::with_capacity(body.len() + 64);
+                    message.extend_from_slice(b"{\"stream\":");
+                    let stream = format!("{}@depth@snapshot", symbol.to_ascii_lowercase());
+                    message.extend_from_slice(
+                        serde_json::Value::String(stream).to_string().as_bytes(),
+                    );
+                    message.extend_from_slice(b",\"data\":");
+                    message.extend_from_slice(&body);
+                    message.push(b'}');
+                    tracing::info!(feed = %self.ctx.status.name, %symbol, bytes = body.len(), "depth snapshot fetched");
+                    self.handle(&message)?;
+                    // A snapshot that could not be joined asks for another.
+                    for again in self.normalizer.take_snapshot_requests() {
+                        self.snapshots
+                            .push((again, now + std::time::Duration::from_millis(250)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(feed = %self.ctx.status.name, %symbol, %url, error = %e, "depth snapshot not fetched; trying again in 1 s");
+                    self.snapshots
+                        .push((symbol, now + std::time::Duration::from_secs(1)));
+                }
             }
         }
         Ok(())
@@ -375,6 +483,19 @@ async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
         .symbol_prefix
         .as_deref()
         .unwrap_or(venue.default_prefix());
+    let rest_tls = match cfg.depth_url.as_deref() {
+        Some(url) if !url.starts_with("https://") => None,
+        _ if !(cfg.book && venue == Venue::Binance) => None,
+        _ => match wsclient::tls_connector(cfg.ca_file.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(feed = %name, error = %e, "exchange feed not started");
+                return;
+            }
+        },
+    };
+    let mut normalizer = Normalizer::new(venue, prefix, cfg.max_message_bytes);
+    normalizer.set_max_snapshot_bytes(cfg.max_snapshot_bytes);
     let mut client = Client {
         venue,
         cfg,
@@ -382,8 +503,10 @@ async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
         target,
         tls,
         subscribe: cfg.subscribe_message(venue),
-        normalizer: Normalizer::new(venue, prefix, cfg.max_message_bytes),
+        normalizer,
         fragments: Vec::new(),
+        snapshots: Vec::new(),
+        rest_tls,
     };
     let mut backoff = Backoff::new(
         Duration::from_millis(cfg.backoff_initial_ms),

@@ -127,6 +127,9 @@ pub enum MessageKind {
     /// A trade or quote older than one already delivered for its symbol (a venue
     /// re-sends its last trade on subscribe); no tick.
     Duplicate,
+    /// An order-book snapshot or diff: its level changes (none while the book is
+    /// joining its snapshot) are in [`Normalizer::book_changes`]; no tick.
+    Book,
 }
 
 /// Trades a venue's dense per-symbol counter says were missed.
@@ -507,6 +510,34 @@ impl Normalizer {
         }
     }
 
+    /// The level changes of the last message normalized (empty unless it was a
+    /// [`MessageKind::Book`] message that changed a book), to send in order.
+    pub fn book_changes(&self) -> &[FeedTick] {
+        match self {
+            Normalizer::Binance(n) => n.book_changes(),
+            Normalizer::Coinbase(n) => n.book_changes(),
+        }
+    }
+
+    /// Venue symbols whose book snapshot must be fetched (Binance diff depth: a book
+    /// joining its stream, or one that found a gap), each once until its snapshot
+    /// is normalized. Empty for Coinbase, whose snapshots come over the WebSocket.
+    pub fn take_snapshot_requests(&mut self) -> Vec<String> {
+        match self {
+            Normalizer::Binance(n) => n.take_snapshot_requests(),
+            Normalizer::Coinbase(_) => Vec::new(),
+        }
+    }
+
+    /// Accepts book snapshots of up to `max` bytes (other messages keep the
+    /// `max_message_bytes` limit): a venue's whole book is far larger than a trade.
+    pub fn set_max_snapshot_bytes(&mut self, max: usize) {
+        match self {
+            Normalizer::Binance(n) => n.max_snapshot_bytes = max,
+            Normalizer::Coinbase(n) => n.max_snapshot_bytes = max,
+        }
+    }
+
     /// Forgets per-symbol state (last trade ids and sequences), for a replay that
     /// starts the same capture over.
     pub fn reset(&mut self) {
@@ -515,6 +546,33 @@ impl Normalizer {
             Normalizer::Coinbase(n) => n.reset(),
         }
     }
+}
+
+/// The levels of a venue's `[["price","size"],…]` array, appended to `out` with
+/// `side`; nothing is appended when any entry is malformed (the error names `key`).
+pub(crate) fn levels(
+    v: Option<Value<'_, '_>>,
+    key: &'static str,
+    side: crate::book::Side,
+    out: &mut Vec<(crate::book::Side, i64, i64)>,
+) -> Result<(), NormalizeError> {
+    let start = out.len();
+    let result = (|| {
+        let array = v
+            .and_then(|v| v.as_array())
+            .ok_or(NormalizeError::Field(key))?;
+        for level in array.iter() {
+            let pair = level.as_array().ok_or(NormalizeError::Field(key))?;
+            let price = required_decimal(pair.get(0).and_then(|p| p.into_string()), key)?;
+            let size = required_decimal(pair.get(1).and_then(|p| p.into_string()), key)?;
+            out.push((side, price, size));
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// Checks the size limit, shared by the venues.

@@ -313,11 +313,18 @@ pub fn run(cfg: &ReplayConfig, ctx: &FeedContext) {
             };
             if let Some(gap) = out.gap {
                 status.gaps.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(feed = %status.name, symbol = %gap.symbol, missed = gap.missed(), "trade id gap in capture");
+                tracing::warn!(feed = %status.name, symbol = %gap.symbol, missed = gap.missed(), "id gap in capture");
             }
-            let Some(tick) = out.tick else { continue };
-            if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
-                break 'passes;
+            if let Some(tick) = out.tick {
+                if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
+                    break 'passes;
+                }
+            }
+            // A venue book message: its level changes, in order.
+            for &change in normalizer.book_changes() {
+                if !play(change, &mut pacer, (start, start_ns), cfg, ctx) {
+                    break 'passes;
+                }
             }
         }
         if !cfg.repeat {
