@@ -316,6 +316,35 @@ fn recorded_books_replay_into_the_same_books() {
     );
     first.shutdown();
 
+    // `capture info` sees every change, numbered without a gap up to the book's last.
+    let mut infos = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "tcrec") {
+            let reader =
+                tickcast::capture::CaptureReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            let (info, fault) = tickcast::capture::inspect::inspect(reader, |_| {});
+            assert!(fault.is_none(), "{fault:?}");
+            infos.push(info);
+        }
+    }
+    assert_eq!(
+        infos.iter().map(|i| i.book_records).sum::<u64>(),
+        changes,
+        "one record per sequenced change"
+    );
+    for (i, want) in books.iter().enumerate() {
+        let name = format!("SYM{i}");
+        let s: Vec<_> = infos.iter().filter_map(|i| i.symbols.get(&name)).collect();
+        assert_eq!(s.iter().map(|s| s.book_gaps).sum::<u64>(), 0, "{name}");
+        assert_eq!(
+            s.iter().map(|s| s.last_book_seq).max(),
+            Some(want.seq),
+            "{name}"
+        );
+        assert_eq!(s.iter().map(|s| s.first_book_seq).min(), Some(1), "{name}");
+    }
+
     let mut replay = tickcast::feed::replay::ReplayConfig::new(&dir);
     replay.speed = 0.0;
     let mut cfg = config(0, 0);

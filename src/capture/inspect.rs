@@ -1,6 +1,7 @@
 //! What a capture holds, without exporting it (`tickcast capture info`): its version
 //! and header, time range, records by kind and flag, and per symbol the records,
-//! sequence range and gaps.
+//! sequence range and gaps, and the same for its book changes, which are numbered
+//! apart (`docs/protocol.md`, "Order books").
 //!
 //! Gaps are judged as a subscriber judges them ([`GapDetector`], `docs/protocol.md`,
 //! "Sequence numbers and gaps"): a record flagged `snapshot` starts a symbol afresh,
@@ -35,6 +36,28 @@ pub struct SymbolInfo {
     pub gaps: u64,
     /// Sequence numbers missing in those gaps.
     pub missed: u64,
+    /// Book records (one per level of a book message).
+    pub book_records: u64,
+    /// Book messages (a snapshot or change of one or more levels).
+    pub book_messages: u64,
+    /// Lowest book sequence number.
+    pub first_book_seq: u64,
+    /// Highest book sequence number.
+    pub last_book_seq: u64,
+    /// Book gaps: a message not flagged `snapshot` whose number is not the last
+    /// one's plus its `count`.
+    pub book_gaps: u64,
+    /// Book sequence numbers missing in those gaps.
+    pub book_missed: u64,
+}
+
+/// Where a symbol's book numbering stands while walking a capture.
+#[derive(Debug, Default)]
+struct BookSeq {
+    /// The last complete message's number (0: none yet).
+    last: u64,
+    /// Records of the current message still expected.
+    remaining: u32,
 }
 
 /// A range of timestamps, ns since the Unix epoch.
@@ -63,6 +86,28 @@ impl TimeRange {
     }
 }
 
+impl BookSeq {
+    /// One book record (`group`: its group word, which says how many levels its
+    /// message has and where in it this record is). When it completes a message that
+    /// does not follow the last one, how many numbers are missing.
+    fn record(&mut self, group: i64, seq: u64, flags: Flags, count: u32) -> Option<u64> {
+        let (levels, index) = (group as u64 as u32, (group as u64 >> 32) as u32);
+        if index == 0 {
+            self.remaining = levels;
+        }
+        if levels > 0 {
+            self.remaining = self.remaining.saturating_sub(1);
+        }
+        if self.remaining > 0 {
+            return None;
+        }
+        let expected = self.last + u64::from(count.max(1));
+        let first = self.last == 0;
+        self.last = seq;
+        (!first && !flags.contains(Flags::SNAPSHOT) && seq > expected).then(|| seq - expected)
+    }
+}
+
 /// What a capture holds.
 #[derive(Debug, Default, Serialize)]
 pub struct Info {
@@ -86,6 +131,8 @@ pub struct Info {
     pub trades: u64,
     /// Quote records.
     pub quotes: u64,
+    /// Book records.
+    pub book_records: u64,
     /// Records of an unknown kind.
     pub unknown_kind: u64,
     /// Records flagged `snapshot`.
@@ -102,6 +149,8 @@ pub struct Info {
     pub symbols: BTreeMap<String, SymbolInfo>,
     /// Gaps over every symbol.
     pub gaps: u64,
+    /// Book gaps over every symbol.
+    pub book_gaps: u64,
     /// The fault that ended the walk before the end of the file, if any (its text):
     /// the rest of the summary covers the whole entries before it.
     pub fault: Option<String>,
@@ -132,6 +181,7 @@ pub fn inspect<R: Read>(
     for s in &header.symbols {
         bind(&mut gaps, &mut names, s.id, &s.name);
     }
+    let mut books: BTreeMap<u32, BookSeq> = BTreeMap::new();
     let mut fault = None;
     loop {
         match reader.next_entry() {
@@ -163,25 +213,46 @@ pub fn inspect<R: Read>(
                                 info.quotes += 1;
                                 s.quotes += 1;
                             }
-                            // Book changes are numbered apart from trades and quotes:
-                            // counted as records, left out of the sequence ranges.
-                            Some(Kind::Book) => continue,
+                            Some(Kind::Book) => {
+                                info.book_records += 1;
+                                s.book_records += 1;
+                                s.first_book_seq = if s.book_records == 1 {
+                                    seq
+                                } else {
+                                    s.first_book_seq.min(seq)
+                                };
+                                s.last_book_seq = s.last_book_seq.max(seq);
+                                let count = r.count.to_native();
+                                let book = books.entry(id).or_default();
+                                if let Some(gap) =
+                                    book.record(r.values[3].to_native(), seq, flags, count)
+                                {
+                                    info.book_gaps += 1;
+                                    s.book_gaps += 1;
+                                    s.book_missed += gap;
+                                }
+                                s.book_messages += u64::from(book.remaining == 0);
+                            }
                             None => {
                                 info.unknown_kind += 1;
                                 continue;
                             }
                         }
-                        s.first_seq = if s.records == 1 {
-                            seq
-                        } else {
-                            s.first_seq.min(seq)
-                        };
-                        s.last_seq = s.last_seq.max(seq);
                         info.snapshots += u64::from(flags.contains(Flags::SNAPSHOT));
                         info.conflated += u64::from(flags.contains(Flags::CONFLATED));
                         info.replayed += u64::from(flags.contains(Flags::REPLAY));
                         TimeRange::add(&mut info.ts_event, r.ts_event.to_native());
                         TimeRange::add(&mut info.ts_recv, r.ts_recv.to_native());
+                        // Book changes are numbered apart from trades and quotes.
+                        if Kind::from_u8(r.kind) == Some(Kind::Book) {
+                            continue;
+                        }
+                        s.first_seq = if s.trades + s.quotes == 1 {
+                            seq
+                        } else {
+                            s.first_seq.min(seq)
+                        };
+                        s.last_seq = s.last_seq.max(seq);
                         gaps.observe(id, seq, r.flags, r.count.to_native(), r.ts_recv.to_native());
                     }
                     let len = HEADER_SIZE + message.len() * RECORD_SIZE;
@@ -287,6 +358,7 @@ mod tests {
                 last_seq: 12,
                 gaps: 1,
                 missed: 2,
+                ..SymbolInfo::default()
             }
         );
         assert_eq!(info.symbols["B"].gaps, 0);
@@ -302,5 +374,85 @@ mod tests {
         assert!(matches!(fault, Some(CaptureError::Entry { .. })));
         assert!(cut.fault.unwrap().contains("ends inside"));
         assert_eq!(cut.records, 2, "the second block is cut");
+    }
+
+    /// Book records: ranges and gaps of their own numbering, a message of K levels
+    /// counted once, a trade's number never mixed in.
+    #[test]
+    fn book_records_have_their_own_ranges_and_gaps() {
+        use crate::book::Side;
+        let book = |seq: u64, flags: Flags, count: u32, levels: u32| -> Vec<u8> {
+            let n = levels.max(1);
+            let mut h = [0u8; HEADER_SIZE];
+            wire::encode_header(n, 0, &mut h);
+            let mut msg = h.to_vec();
+            for index in 0..n {
+                let t = Tick {
+                    symbol_id: 0,
+                    seq,
+                    ts_event: 1,
+                    ts_recv: 2,
+                    flags,
+                    count,
+                    body: Body::Book {
+                        side: Side::Bid,
+                        price: 100 + i64::from(index),
+                        size: 1,
+                        new_level: false,
+                        group: (levels, index),
+                    },
+                };
+                let mut r = [0u8; RECORD_SIZE];
+                wire::encode_record(&t, &mut r);
+                msg.extend_from_slice(&r);
+            }
+            msg
+        };
+        let header = CaptureHeader {
+            created_at_ns: 7,
+            symbols: vec![SymbolEntry {
+                id: 0,
+                name: "A".into(),
+            }],
+            source: None,
+        };
+        let mut w = CaptureWriter::new(Vec::new(), &header).unwrap();
+        let none = Flags::empty();
+        // A snapshot of 3 levels at 20, a change at 21, a merge of 2 levels standing
+        // for 3 changes (22–24), a change at 27 (25 and 26 missing), a trade at 2, and
+        // a snapshot at 40 (no gap: a snapshot starts afresh).
+        w.write_message(&book(20, Flags::SNAPSHOT, 1, 3)).unwrap();
+        w.write_message(&message(&[(0, 2, none, 1)])).unwrap();
+        w.write_message(&book(21, none, 1, 1)).unwrap();
+        w.write_message(&book(24, Flags::CONFLATED, 3, 2)).unwrap();
+        w.write_message(&book(27, none, 1, 1)).unwrap();
+        w.write_message(&book(40, Flags::SNAPSHOT, 1, 0)).unwrap();
+        let bytes = w.finish().unwrap();
+        let (info, fault) = inspect(CaptureReader::new(&bytes[..]).unwrap(), |_| {});
+        assert!(fault.is_none());
+        assert_eq!((info.records, info.trades, info.book_records), (9, 1, 8));
+        assert_eq!(
+            info.symbols["A"],
+            SymbolInfo {
+                records: 9,
+                trades: 1,
+                quotes: 0,
+                first_seq: 2,
+                last_seq: 2,
+                gaps: 0,
+                missed: 0,
+                book_records: 8,
+                book_messages: 5,
+                first_book_seq: 20,
+                last_book_seq: 40,
+                book_gaps: 1,
+                book_missed: 2,
+            }
+        );
+        assert_eq!((info.gaps, info.book_gaps), (0, 1));
+        assert_eq!(
+            info.snapshots, 4,
+            "three snapshot levels and an empty snapshot"
+        );
     }
 }

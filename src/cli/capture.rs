@@ -245,10 +245,11 @@ fn write_info(out: &mut impl Write, path: &Path, len: u64, i: &Info) -> std::io:
     }
     writeln!(
         out,
-        "records     {} ({} trades, {} quotes{}) in {} messages, {} blocks, {} symbol maps",
+        "records     {} ({} trades, {} quotes, {} book levels{}) in {} messages, {} blocks, {} symbol maps",
         i.records,
         i.trades,
         i.quotes,
+        i.book_records,
         if i.unknown_kind > 0 {
             format!(", {} of an unknown kind", i.unknown_kind)
         } else {
@@ -265,7 +266,13 @@ fn write_info(out: &mut impl Write, path: &Path, len: u64, i: &Info) -> std::io:
     )?;
     writeln!(out, "ts_event    {}", range(i.ts_event))?;
     writeln!(out, "ts_recv     {}", range(i.ts_recv))?;
-    writeln!(out, "symbols     {}, gaps {}", i.symbols.len(), i.gaps)?;
+    writeln!(
+        out,
+        "symbols     {}, gaps {}, book gaps {}",
+        i.symbols.len(),
+        i.gaps,
+        i.book_gaps
+    )?;
     if !i.symbols.is_empty() {
         writeln!(
             out,
@@ -277,6 +284,26 @@ fn write_info(out: &mut impl Write, path: &Path, len: u64, i: &Info) -> std::io:
                 out,
                 "  {:<20} {:>10} {:>10} {:>10} {:>12} {:>12} {:>6} {:>8}",
                 name, s.records, s.trades, s.quotes, s.first_seq, s.last_seq, s.gaps, s.missed
+            )?;
+        }
+    }
+    if i.book_records > 0 {
+        writeln!(
+            out,
+            "  {:<20} {:>10} {:>10} {:>12} {:>12} {:>6} {:>8}",
+            "books", "levels", "messages", "first_seq", "last_seq", "gaps", "missed"
+        )?;
+        for (name, s) in i.symbols.iter().filter(|(_, s)| s.book_records > 0) {
+            writeln!(
+                out,
+                "  {:<20} {:>10} {:>10} {:>12} {:>12} {:>6} {:>8}",
+                name,
+                s.book_records,
+                s.book_messages,
+                s.first_book_seq,
+                s.last_book_seq,
+                s.book_gaps,
+                s.book_missed
             )?;
         }
     }
