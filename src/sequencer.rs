@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::book::{Applied, Book, Side};
+use crate::book::{Applied, Book, Level, Side};
 use crate::clock::now_ns;
 use crate::feed::synthetic::LocalFeed;
 use crate::feed::FeedTick;
@@ -366,8 +366,8 @@ impl Sequencer {
     /// [`Sequencer::publish_sequenced`] for a book change: applied to this node's copy
     /// of the book (with the source's bound, the source's changes keep it equal) and
     /// published with its number. Numbers skipped are reported as a gap, and the
-    /// change is published as it is: an edge takes no book snapshot from its ingest
-    /// (`docs/architecture.md`, Order books).
+    /// change is published as it is (an edge holds such a change back and joins it to
+    /// its next snapshot's book instead: `bus::edge`).
     fn publish_sequenced_book(
         &mut self,
         tick: &Tick,
@@ -414,7 +414,7 @@ impl Sequencer {
     /// ring: readers pick it up from the cache after [`Sequencer::mark_resync`].
     pub fn restore(&mut self, tick: &Tick) {
         if tick.body.kind() == crate::tick::Kind::Book {
-            return; // Snapshots of the source carry no books.
+            return; // Books are restored whole: `restore_book`.
         }
         let cached = self.lvc.cache().get(tick.symbol_id, tick.body.kind());
         if cached.is_none_or(|c| c.seq < tick.seq) {
@@ -425,6 +425,36 @@ impl Sequencer {
             self.seqs.resize(idx + 1, 0);
         }
         self.seqs[idx] = self.seqs[idx].max(tick.seq);
+    }
+
+    /// Takes a book from a snapshot of the source (an edge resynchronising from its
+    /// ingest): standing at book number `seq`, it replaces this node's book and becomes
+    /// the cached one, unless this node's book is already further on (its changes
+    /// since the snapshot came over the bus without a gap). Like
+    /// [`Sequencer::restore`], it does not go through the ring.
+    pub fn restore_book(
+        &mut self,
+        symbol_id: u32,
+        seq: u64,
+        ts_event: u64,
+        ts_recv: u64,
+        bids: &[Level],
+        asks: &[Level],
+    ) {
+        let idx = symbol_id as usize;
+        if idx >= self.books.len() {
+            self.books.resize_with(idx + 1, || None);
+            self.book_seqs.resize(idx + 1, 0);
+        }
+        if seq < self.book_seqs[idx] {
+            return;
+        }
+        let mut book = Book::new(self.lvc.cache().max_book_levels());
+        book.replace(bids, asks);
+        self.lvc
+            .write_book(symbol_id, &book, seq, ts_event, ts_recv);
+        self.books[idx] = Some(book);
+        self.book_seqs[idx] = seq;
     }
 
     /// Forgets everything about `symbol_id`'s values and sequence (the source restarted

@@ -282,8 +282,17 @@ impl BookMessage<'_> {
 /// index)), or one record of group `(0, 0)` when it carries no level, handing each
 /// to `emit`.
 pub fn encode_book_records(m: &BookMessage<'_>, mut emit: impl FnMut(&[u8; RECORD_SIZE])) {
-    let n = m.levels() as u32;
     let mut out = [0u8; RECORD_SIZE];
+    for_each_book_tick(m, |tick| {
+        encode_record(tick, &mut out);
+        emit(&out);
+    });
+}
+
+/// The records of a book message as ticks, in wire order (what
+/// [`encode_book_records`] encodes), handed to `f`.
+pub fn for_each_book_tick(m: &BookMessage<'_>, mut f: impl FnMut(&Tick)) {
+    let n = m.levels() as u32;
     let mut tick = Tick {
         symbol_id: m.symbol_id,
         seq: m.seq,
@@ -300,8 +309,7 @@ pub fn encode_book_records(m: &BookMessage<'_>, mut emit: impl FnMut(&[u8; RECOR
         },
     };
     if n == 0 {
-        encode_record(&tick, &mut out);
-        emit(&out);
+        f(&tick);
         return;
     }
     let levels = m
@@ -317,8 +325,7 @@ pub fn encode_book_records(m: &BookMessage<'_>, mut emit: impl FnMut(&[u8; RECOR
             new_level: false,
             group: (n, i as u32),
         };
-        encode_record(&tick, &mut out);
-        emit(&out);
+        f(&tick);
     }
 }
 

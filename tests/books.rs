@@ -379,3 +379,135 @@ fn recorded_books_replay_into_the_same_books() {
     second.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A subscriber's capture of books (a snapshot when it joined mid-feed, then the
+/// changes) replays into another server's books: the replay sends each snapshot as
+/// the difference from what it sent before, so both servers end with the same books.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribers_book_capture_replays_into_the_same_books() {
+    use tickcast::capture::{CaptureHeader, CaptureWriter, SymbolEntry};
+    let path = std::env::temp_dir().join(format!(
+        "tickcast-book-capture-{}-{}.tcrec",
+        std::process::id(),
+        tickcast::clock::now_ns()
+    ));
+    let mut cfg = config(SYMBOLS, 4_000);
+    cfg.feeds = vec![FeedSpec::Synthetic(SyntheticConfig {
+        symbols: SYMBOLS,
+        rate: 4_000,
+        limit: LIMIT,
+        book_depth: DEPTH,
+        ..SyntheticConfig::default()
+    })];
+    let source = start_server(cfg);
+    let deadline = std::time::Instant::now() + WAIT;
+    while source.stats().sequencer.ticks.load(Ordering::Relaxed) < LIMIT / 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let all: Vec<String> = (0..SYMBOLS).map(|i| format!("SYM{i}")).collect();
+    let options = Options {
+        channels: Some(vec!["book".into()]),
+        ..Options::symbols(all.clone())
+    };
+    let mut client = Client::connect(&format!("ws://{}/ws", source.local_addr()), options)
+        .await
+        .unwrap();
+    let header = CaptureHeader {
+        created_at_ns: tickcast::clock::now_ns(),
+        symbols: Vec::new(),
+        source: None,
+    };
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut capture = CaptureWriter::new(file, &header).unwrap();
+    let finished = |s: &tickcast::server::ServerHandle| {
+        s.stats()
+            .feeds
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|f| f.finished.load(Ordering::Relaxed) > 0)
+    };
+    let mut snapshots = 0;
+    loop {
+        let done = finished(&source)
+            && all.iter().all(|n| {
+                let want = source.lvc().book(source.symbols().id_of(n).unwrap()).seq;
+                client.book(n).is_some_and(|b| b.seq() == want)
+            });
+        if done {
+            break;
+        }
+        match tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("in time")
+        {
+            Ok(Event::Ticks(batch)) => {
+                snapshots += batch
+                    .records()
+                    .filter(|r| Flags(r.flags).contains(Flags::SNAPSHOT))
+                    .count();
+                capture.write_message(batch.as_bytes()).unwrap();
+            }
+            Ok(Event::Symbols(map)) => capture
+                .write_symbols(
+                    &map.into_iter()
+                        .map(|(id, name)| SymbolEntry { id, name })
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap(),
+            Ok(Event::BookGap { symbol, gap }) => panic!("book gap {symbol} {gap:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("client: {e}"),
+        }
+    }
+    capture.finish().unwrap();
+    client.close().await.unwrap();
+    assert!(
+        snapshots >= SYMBOLS,
+        "each book began with a snapshot of its levels"
+    );
+    let want: Vec<_> = all
+        .iter()
+        .map(|n| source.lvc().book(source.symbols().id_of(n).unwrap()))
+        .collect();
+    source.shutdown();
+
+    let mut replay = tickcast::feed::replay::ReplayConfig::new(&path);
+    replay.speed = 0.0;
+    let mut cfg = config(0, 0);
+    cfg.feeds = vec![FeedSpec::Replay(replay)];
+    let second = tickcast::server::Server::start(cfg).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !finished(&second) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The sequencer may still be taking the feed's last changes.
+    let books = || -> Vec<_> {
+        all.iter()
+            .map(|n| {
+                let b = second.lvc().book(second.symbols().id_of(n).unwrap());
+                (b.bids, b.asks)
+            })
+            .collect()
+    };
+    let want: Vec<_> = want.into_iter().map(|b| (b.bids, b.asks)).collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    while books() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replayed books {:?} are not the recorded {want:?}",
+            books()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    second.shutdown();
+    let _ = std::fs::remove_file(&path);
+}

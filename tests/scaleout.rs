@@ -1243,3 +1243,77 @@ async fn a_client_resuming_onto_a_lagging_edge_waits_for_it_and_gets_no_snapshot
         s.shutdown();
     }
 }
+
+/// Books through the bus: an edge that starts while the ingest's books are well under
+/// way, and one that starts after its feed ended, both end with exactly the ingest's
+/// books (the snapshot carries each book whole, the bus the changes after it), and so
+/// does a book subscriber of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_get_whole_books_from_the_ingests_snapshot() {
+    use tickcast::client::{Client, Event, Options};
+    use tickcast::feed::synthetic::SyntheticConfig;
+    use tickcast::feed::FeedSpec;
+    const LIMIT: u64 = 4_000;
+    let nats = Nats::start();
+    let mut cfg = node_config(Role::Ingest, &nats);
+    cfg.feeds = vec![FeedSpec::Synthetic(SyntheticConfig {
+        symbols: SYMBOLS.len(),
+        rate: 2_000,
+        limit: LIMIT,
+        book_depth: 6,
+        ..SyntheticConfig::default()
+    })];
+    let ingest = Server::start(cfg).expect("ingest starts");
+    wait_for("the ingest's books to be under way", || {
+        ingest.stats().sequencer.ticks.load(Relaxed) > LIMIT / 3
+    });
+    let early = start_edge(&nats);
+    wait_for("the ingest's feed to end", || {
+        let feeds = ingest.stats().feeds.lock().unwrap();
+        !feeds.is_empty() && feeds.iter().all(|f| f.finished.load(Relaxed) > 0)
+    });
+    let late = start_edge(&nats);
+    let books = |s: &ServerHandle| -> Vec<_> {
+        SYMBOLS
+            .iter()
+            .map(|n| s.symbols().id_of(n).map(|id| s.lvc().book(id)))
+            .collect()
+    };
+    let want = books(&ingest);
+    assert!(want.iter().all(|b| b
+        .as_ref()
+        .is_some_and(|b| b.seq > 100 && !b.bids.is_empty())));
+    for (name, edge) in [("early", &early), ("late", &late)] {
+        wait_for(&format!("the {name} edge's books"), || books(edge) == want);
+    }
+    let options = Options {
+        channels: Some(vec!["book".into()]),
+        ..Options::symbols(SYMBOLS)
+    };
+    let mut client = Client::connect(&format!("ws://{}/ws", early.local_addr()), options)
+        .await
+        .expect("the client connects");
+    let synced = |client: &Client| {
+        SYMBOLS.iter().zip(&want).all(|(n, w)| {
+            let w = w.as_ref().unwrap();
+            client.book(n).is_some_and(|b| {
+                b.is_synced()
+                    && b.seq() == w.seq
+                    && (b.book().bids(), b.book().asks()) == (&w.bids[..], &w.asks[..])
+            })
+        })
+    };
+    while !synced(&client) {
+        match tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("books in time")
+        {
+            Ok(Event::BookGap { symbol, gap }) => panic!("book gap {symbol} {gap:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("client: {e}"),
+        }
+    }
+    late.shutdown();
+    early.shutdown();
+    ingest.shutdown();
+}

@@ -21,7 +21,15 @@
 //! - applies snapshots ([`Edge::apply_snapshot`]): the latest values go into the cache,
 //!   the symbols' numbers move up to them (or start over after a restart), and the
 //!   ring is marked ([`crate::ring::Publisher::mark_resync`]) so that the writer cores
-//!   send their subscribers the fresh values flagged snapshot.
+//!   send their subscribers the fresh values flagged snapshot;
+//! - keeps order books whole: a snapshot carries each symbol's book, which replaces
+//!   this node's. A book change cannot stand for what was lost before it (a trade or
+//!   quote can), so a change that skips numbers is not published: from it on the
+//!   symbol's changes are held (at most [`MAX_HELD_BOOK_CHANGES`]) until the next
+//!   snapshot, which they are then joined to as a venue's diff-depth stream is to
+//!   its snapshot ([`DepthSync`]): those at or below the snapshot's book number are
+//!   dropped, the rest published after it. Meanwhile the symbol's book subscribers
+//!   keep the last whole book.
 //!
 //! The `bus-edge` thread ([`spawn`]) runs the NATS client on a current-thread tokio
 //! runtime, feeds the state machine, fetches snapshots when it asks (at start, after a
@@ -38,13 +46,21 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use super::codec::{self, Decoder, Headers, MalformedError};
+use crate::book::Side;
 use crate::clock::now_ns;
 use crate::config::Config;
+use crate::feed::depth_sync::DepthSync;
+use crate::lvc::BookSnapshot;
 use crate::park::Parker;
 use crate::sequencer::{Continuity, Sequencer};
 use crate::stats::Stats;
 use crate::symbol::{Symbol, SymbolTable};
-use crate::tick::{Flags, Tick};
+use crate::tick::{Body, Flags, Kind, Tick};
+
+/// Book changes held per symbol while its book waits for a snapshot; past it the
+/// oldest are dropped (counted in the bus's `gap_ticks`) and the join asks for a
+/// newer snapshot.
+pub const MAX_HELD_BOOK_CHANGES: usize = 65_536;
 
 /// Marks an ingest symbol id whose name could not be interned here (table full).
 const NO_SYMBOL: u32 = u32::MAX;
@@ -126,6 +142,9 @@ pub struct Edge {
     /// A snapshot is wanted, and why (the first reason since the last one applied).
     want: Option<SyncReason>,
     decoder: Decoder,
+    /// Books waiting for a snapshot after a gap, by this node's symbol id, with the
+    /// changes held meanwhile.
+    book_joins: std::collections::HashMap<u32, DepthSync<Tick>>,
 }
 
 impl Edge {
@@ -143,6 +162,7 @@ impl Edge {
             remote: Vec::new(),
             want: Some(SyncReason::Start),
             decoder: Decoder::new(),
+            book_joins: Default::default(),
         }
     }
 
@@ -259,6 +279,7 @@ impl Edge {
             remote,
             want,
             decoder,
+            book_joins,
             ..
         } = self;
         let bus = &stats.bus;
@@ -357,6 +378,26 @@ impl Edge {
                 flags,
                 ..*t
             };
+            if tick.body.kind() == Kind::Book {
+                // A book held for a snapshot, or one whose change skips numbers (the
+                // first of a symbol this node has no book of counts from 1).
+                let last = seq.last_book_seq(local);
+                let held = book_joins.contains_key(&local);
+                if held || tick.seq > last + 1 {
+                    if !held {
+                        bus.gaps.fetch_add(1, Relaxed);
+                        bus.gap_ticks.fetch_add(tick.seq - last - 1, Relaxed);
+                    }
+                    let join = book_joins
+                        .entry(local)
+                        .or_insert_with(|| DepthSync::new(MAX_HELD_BOOK_CHANGES));
+                    let before = join.dropped;
+                    join.on_event(tick.seq, tick.seq, tick);
+                    bus.gap_ticks.fetch_add(join.dropped - before, Relaxed);
+                    wanted = Some(SyncReason::Gap);
+                    continue;
+                }
+            }
             match seq.publish_sequenced(&tick) {
                 Continuity::Next => {
                     published += 1;
@@ -431,7 +472,11 @@ impl Edge {
             for id in 0..self.symbols.len() as u32 {
                 self.seq.forget(id);
             }
+            // The numbers held books wait for are another run's.
+            self.book_joins.clear();
         }
+        // Each symbol's book, gathered from its records.
+        let mut books: std::collections::BTreeMap<u32, BookSnapshot> = Default::default();
         for p in pages {
             for t in &p.ticks {
                 let Some(&local) = self.remote.get(t.symbol_id as usize) else {
@@ -446,8 +491,51 @@ impl Edge {
                     flags: Flags::empty(),
                     ..*t
                 };
+                if let Body::Book {
+                    side,
+                    price,
+                    size,
+                    group: (levels, _),
+                    ..
+                } = tick.body
+                {
+                    let b = books.entry(local).or_insert_with(|| BookSnapshot {
+                        seq: tick.seq,
+                        ts_event: tick.ts_event,
+                        ts_recv: tick.ts_recv,
+                        ..BookSnapshot::default()
+                    });
+                    if levels > 0 {
+                        match side {
+                            Side::Bid => b.bids.push((price, size)),
+                            Side::Ask => b.asks.push((price, size)),
+                        }
+                    }
+                    continue;
+                }
                 self.seq.restore(&tick);
                 restored(&tick);
+            }
+        }
+        for (local, b) in books {
+            self.seq
+                .restore_book(local, b.seq, b.ts_event, b.ts_recv, &b.bids, &b.asks);
+        }
+        // Held books join the snapshot: the changes after it go out, in order.
+        let mut still_held = false;
+        let joins = std::mem::take(&mut self.book_joins);
+        for (local, mut join) in joins {
+            match join.on_snapshot(self.seq.last_book_seq(local)) {
+                Ok(changes) => {
+                    for t in changes {
+                        self.seq.publish_sequenced(&t);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(symbol = local, error = %e, "bus: a held book does not join the snapshot; asking for another");
+                    self.book_joins.insert(local, join);
+                    still_held = true;
+                }
             }
         }
         self.seq.mark_resync(restart);
@@ -464,6 +552,9 @@ impl Edge {
         bus.resyncs.fetch_add(1, Relaxed);
         bus.synced.store(1, Relaxed);
         bus.resync_pending.store(0, Relaxed);
+        if still_held {
+            self.ask(SyncReason::Gap);
+        }
         Ok(())
     }
 }
@@ -640,7 +731,6 @@ mod tests {
     use super::*;
     use crate::lvc::LastValueCache;
     use crate::ring::{Read, Reader, Ring};
-    use crate::tick::Body;
 
     struct Fixture {
         edge: Edge,
@@ -734,6 +824,104 @@ mod tests {
             out.push((t.symbol_id, t.seq, t.flags.contains(Flags::SNAPSHOT)));
         }
         out
+    }
+
+    /// A book record as pages and batches carry it: `(levels, index)` of its message.
+    fn book(id: u32, seq: u64, side: Side, price: i64, size: i64, group: (u32, u32)) -> Tick {
+        Tick {
+            symbol_id: id,
+            seq,
+            ts_event: seq,
+            ts_recv: seq + 1,
+            flags: Flags::empty(),
+            count: 1,
+            body: Body::Book {
+                side,
+                price,
+                size,
+                new_level: false,
+                group,
+            },
+        }
+    }
+
+    /// A snapshot's book replaces the edge's; a change that skips numbers is held,
+    /// with those after it, and joined to the next snapshot: those it covers are
+    /// dropped, the rest published after it. A snapshot too old for the held changes
+    /// asks for another.
+    #[test]
+    fn books_come_whole_with_snapshots_and_gaps_wait_for_the_next_one() {
+        let mut f = fixture();
+        let bid = |seq, price, size| book(0, seq, Side::Bid, price, size, (1, 0));
+        f.edge
+            .apply_snapshot(&[page(
+                7,
+                &["A"],
+                vec![
+                    tick(0, 3),
+                    book(0, 5, Side::Bid, 100, 1, (2, 0)),
+                    book(0, 5, Side::Ask, 101, 2, (2, 1)),
+                ],
+            )])
+            .unwrap();
+        let b = f.lvc.book(0);
+        assert_eq!((b.seq, b.bids, b.asks), (5, vec![(100, 1)], vec![(101, 2)]));
+        drain(&mut f.reader);
+        assert_eq!(batch(&mut f.edge, 7, Some((0, "A")), &[bid(6, 99, 4)]), 1);
+        assert_eq!(f.lvc.book(0).bids, [(100, 1), (99, 4)]);
+        assert_eq!(drain(&mut f.reader), [(0, 6, false)]);
+        // 7 and 8 are lost: 9 and 10 are held, nothing goes out.
+        assert_eq!(
+            batch(&mut f.edge, 7, None, &[bid(9, 98, 1), bid(10, 97, 1)]),
+            0
+        );
+        assert_eq!(f.edge.wants_sync(), Some(SyncReason::Gap));
+        assert_eq!(f.lvc.book(0).seq, 6, "the last whole book stays");
+        assert_eq!(drain(&mut f.reader), []);
+        assert_eq!(
+            (
+                f.stats.bus.gaps.load(Relaxed),
+                f.stats.bus.gap_ticks.load(Relaxed)
+            ),
+            (1, 2)
+        );
+        // The snapshot stands at 9 (7–9 removed 99, added 98): 10 follows it.
+        f.edge
+            .apply_snapshot(&[page(
+                7,
+                &["A"],
+                vec![
+                    tick(0, 3),
+                    book(0, 9, Side::Bid, 100, 1, (3, 0)),
+                    book(0, 9, Side::Bid, 98, 1, (3, 1)),
+                    book(0, 9, Side::Ask, 101, 2, (3, 2)),
+                ],
+            )])
+            .unwrap();
+        assert_eq!(f.edge.wants_sync(), None);
+        let b = f.lvc.book(0);
+        assert_eq!(
+            (b.seq, &b.bids[..]),
+            (10, &[(100, 1), (98, 1), (97, 1)][..])
+        );
+        let out = drain(&mut f.reader);
+        assert_eq!(
+            out,
+            [(0, 10, false)],
+            "only the held change after the snapshot"
+        );
+        // Held again (12 after 10), and the next snapshot is older than 12: another.
+        batch(&mut f.edge, 7, None, &[bid(12, 96, 1)]);
+        f.edge
+            .apply_snapshot(&[page(
+                7,
+                &["A"],
+                vec![book(0, 10, Side::Bid, 100, 1, (1, 0))],
+            )])
+            .unwrap();
+        assert_eq!(f.edge.wants_sync(), Some(SyncReason::Gap));
+        assert_eq!(f.lvc.book(0).seq, 10);
+        assert_eq!(drain(&mut f.reader), []);
     }
 
     #[test]

@@ -671,11 +671,15 @@ async fn answer(
             .await;
         return;
     };
-    // A symbol costs at most its name and two 72-byte records.
-    let per_symbol = crate::symbol::MAX_SYMBOL_LEN + 1 + 2 * crate::wire::RECORD_SIZE;
+    // A symbol costs its name and two 72-byte records, and one more record per book
+    // level: the page takes as many symbols as fit (`max_book_levels` is bounded so
+    // that one symbol's whole book always does).
+    let name = crate::symbol::MAX_SYMBOL_LEN + 1;
+    let per_symbol = name + 2 * crate::wire::RECORD_SIZE;
     let room = client.server_info().max_payload.saturating_sub(4096);
     let max = (room / per_symbol).clamp(1, MAX_PAGE_SYMBOLS);
-    let (names, ticks, total) = snapshot_page(&ctx.symbols, &ctx.lvc, from, max);
+    let max_records = room.saturating_sub(max * name) / crate::wire::RECORD_SIZE;
+    let (names, ticks, total) = snapshot_page(&ctx.symbols, &ctx.lvc, from, max, max_records);
     codec::encode_ticks(ticks.iter(), now_ns(), page);
     headers.insert(codec::SYMBOLS_TOTAL, total.to_string());
     headers.insert(codec::SYMBOLS_FROM, from.to_string());
@@ -692,13 +696,17 @@ async fn answer(
 }
 
 /// A snapshot page: the names of symbols `from..from + max` (at most) and, for each
-/// symbol that has them, its latest values in sequence order; and the number of
-/// symbols known in all. Sans-IO.
+/// symbol that has them, its latest values in sequence order, then its book (one
+/// record per level, flagged snapshot, numbered with the book's sequence number; one
+/// empty record for a book without levels); and the number of symbols known in all.
+/// The page stops before a symbol whose records would take it past `max_records`
+/// (the first symbol always goes in). Sans-IO.
 pub fn snapshot_page(
     symbols: &SymbolTable,
     lvc: &LastValueCache,
     from: u32,
     max: usize,
+    max_records: usize,
 ) -> (Vec<Symbol>, Vec<Tick>, u32) {
     let mut names = Vec::new();
     symbols.names_since(from as usize, &mut names);
@@ -706,9 +714,31 @@ pub fn snapshot_page(
     let total = symbols.len();
     names.truncate(max);
     let mut ticks = Vec::with_capacity(names.len() * 2);
-    for id in from..from + names.len() as u32 {
+    let mut kept = 0;
+    for (i, id) in (from..from + names.len() as u32).enumerate() {
+        let start = ticks.len();
         ticks.extend(lvc.latest(id).in_seq_order());
+        let book = lvc.book(id);
+        if book.seq > 0 {
+            let m = crate::wire::BookMessage {
+                symbol_id: id,
+                seq: book.seq,
+                ts_event: book.ts_event,
+                ts_recv: book.ts_recv,
+                flags: crate::tick::Flags::SNAPSHOT,
+                count: 1,
+                bids: &book.bids,
+                asks: &book.asks,
+            };
+            crate::wire::for_each_book_tick(&m, |t| ticks.push(*t));
+        }
+        if i > 0 && ticks.len() > max_records {
+            ticks.truncate(start);
+            break;
+        }
+        kept = i + 1;
     }
+    names.truncate(kept);
     (names, ticks, total as u32)
 }
 
@@ -734,15 +764,64 @@ mod tests {
             body: Body::trade(5, 6),
         };
         w.update(&t);
-        let (names, ticks, total) = snapshot_page(&symbols, &lvc, 0, 2);
+        let (names, ticks, total) = snapshot_page(&symbols, &lvc, 0, 2, 100);
         assert_eq!(
             names,
             [Symbol::new("A").unwrap(), Symbol::new("B").unwrap()]
         );
         assert_eq!((ticks, total), (vec![t], 3));
-        let (names, ticks, total) = snapshot_page(&symbols, &lvc, 2, 2);
+        let (names, ticks, total) = snapshot_page(&symbols, &lvc, 2, 2, 100);
         assert_eq!((names.len(), ticks.len(), total), (1, 0, 3));
-        let (names, _, total) = snapshot_page(&symbols, &lvc, 9, 2);
+        let (names, _, total) = snapshot_page(&symbols, &lvc, 9, 2, 100);
         assert_eq!((names.len(), total), (0, 3));
+    }
+
+    /// A symbol's book follows its values, one record per level flagged snapshot with
+    /// the book's number; the page ends before a symbol whose records do not fit.
+    #[test]
+    fn pages_hold_books_and_stop_at_the_record_budget() {
+        use crate::book::{Book, Side};
+        let symbols = SymbolTable::new(8);
+        let (mut w, lvc) = LastValueCache::new(8);
+        for n in ["A", "B"] {
+            symbols.intern(Symbol::new(n).unwrap()).unwrap();
+        }
+        let mut book = Book::unbounded();
+        book.apply(Side::Bid, 100, 1);
+        book.apply(Side::Bid, 99, 2);
+        book.apply(Side::Ask, 101, 3);
+        w.write_book(0, &book, 12, 5, 6);
+        w.write_book(1, &Book::unbounded(), 4, 7, 8);
+        let (names, ticks, _) = snapshot_page(&symbols, &lvc, 0, 2, 100);
+        assert_eq!(names.len(), 2);
+        let levels: Vec<_> = ticks
+            .iter()
+            .map(|t| match t.body {
+                Body::Book {
+                    side,
+                    price,
+                    size,
+                    group,
+                    ..
+                } => (t.symbol_id, t.seq, side, price, size, group),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                (0, 12, Side::Bid, 100, 1, (3, 0)),
+                (0, 12, Side::Bid, 99, 2, (3, 1)),
+                (0, 12, Side::Ask, 101, 3, (3, 2)),
+                (1, 4, Side::Bid, 0, 0, (0, 0)),
+            ]
+        );
+        assert!(ticks.iter().all(|t| t.flags.contains(Flags::SNAPSHOT)));
+        // Room for 3 records: A's book fits, B's one record does not.
+        let (names, ticks, total) = snapshot_page(&symbols, &lvc, 0, 2, 3);
+        assert_eq!((names.len(), ticks.len(), total), (1, 3, 2));
+        // The first symbol always goes in.
+        let (names, ticks, _) = snapshot_page(&symbols, &lvc, 0, 2, 1);
+        assert_eq!((names.len(), ticks.len()), (1, 3));
     }
 }

@@ -34,7 +34,7 @@ use super::normalize::{Normalizer, Venue, DEFAULT_MAX_MESSAGE_BYTES};
 use super::{FeedContext, FeedTick};
 use crate::clock::now_ns;
 use crate::symbol::Symbol;
-use crate::tick::{Body, Kind};
+use crate::tick::{Body, Flags, Kind};
 
 /// Settings of a replay feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -442,6 +442,7 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
     };
     status.set_connected();
     tracing::info!(path = %cfg.path.display(), files = files.len(), speed = cfg.speed, "replay of a tickcast capture started");
+    let mut books = CaptureBooks::default();
     let mut failed = false;
     'passes: loop {
         // One pass plays every file, paced as one recording.
@@ -498,8 +499,17 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
                             status.parse_errors.fetch_add(1, Ordering::Relaxed);
                             continue;
                         };
-                        if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
-                            break 'passes;
+                        let snapshot = Flags(rec.flags).contains(Flags::SNAPSHOT);
+                        if !books.record(tick, snapshot) {
+                            if !play(tick, &mut pacer, (start, start_ns), cfg, ctx) {
+                                break 'passes;
+                            }
+                            continue;
+                        }
+                        for &change in books.venue.changes() {
+                            if !play(change, &mut pacer, (start, start_ns), cfg, ctx) {
+                                break 'passes;
+                            }
                         }
                     }
                 }
@@ -511,6 +521,66 @@ fn run_capture(cfg: &ReplayConfig, ctx: &FeedContext) {
         pacer.restart();
     }
     end(status, failed);
+}
+
+/// The book records of a tickcast capture into level changes. A recorder's capture
+/// holds the sequencer's changes, one per record; a subscriber's capture also holds
+/// book snapshots (a message of K records flagged snapshot: "the whole book is
+/// this") and merged changes. A snapshot is sent as the difference from the book the
+/// replay has sent so far ([`VenueBooks`](super::venue_book::VenueBooks)), so the replaying server's book becomes it
+/// exactly; a change goes as it is.
+#[derive(Debug, Default)]
+struct CaptureBooks {
+    venue: super::venue_book::VenueBooks,
+    /// The snapshot being gathered: its symbol, time, bids and asks.
+    snapshot: Option<(
+        Symbol,
+        u64,
+        Vec<crate::book::Level>,
+        Vec<crate::book::Level>,
+    )>,
+}
+
+impl CaptureBooks {
+    /// Takes one record; `false` when it is no book record (play it as it is),
+    /// `true` when it was taken: [`VenueBooks::changes`](super::venue_book::VenueBooks::changes) then holds what to play
+    /// (empty while a snapshot is being gathered).
+    fn record(&mut self, tick: FeedTick, snapshot: bool) -> bool {
+        let Body::Book {
+            side,
+            price,
+            size,
+            group: (levels, index),
+            ..
+        } = tick.body
+        else {
+            return false;
+        };
+        self.venue.begin();
+        if !snapshot {
+            self.venue
+                .level(tick.symbol, tick.ts_event, side, price, size);
+            return true;
+        }
+        if index == 0 || self.snapshot.as_ref().is_none_or(|s| s.0 != tick.symbol) {
+            self.snapshot = Some((tick.symbol, tick.ts_event, Vec::new(), Vec::new()));
+        }
+        let Some(s) = self.snapshot.as_mut() else {
+            return true;
+        };
+        if levels > 0 {
+            match side {
+                crate::book::Side::Bid => s.2.push((price, size)),
+                crate::book::Side::Ask => s.3.push((price, size)),
+            }
+        }
+        if index + 1 >= levels {
+            if let Some((symbol, ts, bids, asks)) = self.snapshot.take() {
+                self.venue.snapshot(symbol, ts, &bids, &asks);
+            }
+        }
+        true
+    }
 }
 
 /// Marks the end of a replay: finished at the end of its capture, or a lost source
@@ -528,6 +598,57 @@ fn end(status: &super::FeedStatus, failed: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A subscriber's capture: a book snapshot gathered over its records and sent as
+    /// the difference from what was sent before, changes as they are, other kinds
+    /// left to play as they are.
+    #[test]
+    fn capture_books_send_snapshots_as_differences() {
+        use crate::book::Side;
+        let sym = Symbol::new("A").unwrap();
+        let rec = |side, price, size, group| FeedTick {
+            symbol: sym,
+            ts_event: 5,
+            body: Body::Book {
+                side,
+                price,
+                size,
+                new_level: false,
+                group,
+            },
+        };
+        let changes = |b: &CaptureBooks| -> Vec<(Side, i64, i64)> {
+            b.venue
+                .changes()
+                .iter()
+                .map(|c| match c.body {
+                    Body::Book {
+                        side, price, size, ..
+                    } => (side, price, size),
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        let mut b = CaptureBooks::default();
+        let trade = FeedTick {
+            symbol: sym,
+            ts_event: 1,
+            body: Body::trade(1, 1),
+        };
+        assert!(!b.record(trade, false), "a trade plays as it is");
+        assert!(b.record(rec(Side::Bid, 100, 1, (2, 0)), true));
+        assert!(changes(&b).is_empty(), "a snapshot is sent once whole");
+        assert!(b.record(rec(Side::Ask, 101, 1, (2, 1)), true));
+        assert_eq!(changes(&b), [(Side::Bid, 100, 1), (Side::Ask, 101, 1)]);
+        assert!(b.record(rec(Side::Bid, 99, 3, (1, 0)), false));
+        assert_eq!(changes(&b), [(Side::Bid, 99, 3)]);
+        // A later snapshot of the bid 100 alone: 99 and the ask go.
+        assert!(b.record(rec(Side::Bid, 100, 1, (1, 0)), true));
+        assert_eq!(changes(&b), [(Side::Bid, 99, 0), (Side::Ask, 101, 0)]);
+        // An empty snapshot empties the book.
+        assert!(b.record(rec(Side::Bid, 0, 0, (0, 0)), true));
+        assert_eq!(changes(&b), [(Side::Bid, 100, 0)]);
+    }
 
     #[test]
     fn pacer_follows_recorded_times_scaled() {
