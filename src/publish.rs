@@ -222,9 +222,21 @@ pub enum TickProblem {
         /// What it should be.
         expected: &'static str,
     },
-    /// `kind` is neither `trade` nor `quote` (binary: neither 1 nor 2).
-    #[error("unknown kind {0:?} (expected \"trade\" or \"quote\")")]
+    /// `kind` is not `trade`, `quote` or `book` (binary: not 1, 2 or 3).
+    #[error("unknown kind {0:?} (expected \"trade\", \"quote\" or \"book\")")]
     Kind(String),
+    /// A book change with no level in `bids` or `asks`.
+    #[error("a book change needs at least one level in \"bids\" or \"asks\"")]
+    EmptyBook,
+    /// A level is not a `["price","size"]` pair of decimal strings.
+    #[error("invalid \"{0}\": each level is a [\"price\",\"size\"] pair of decimal strings")]
+    Level(&'static str),
+    /// A negative size.
+    #[error("invalid \"{0}\": a size is 0 (removes the level) or more")]
+    NegativeSize(&'static str),
+    /// A binary book record flagged snapshot, or with another side byte.
+    #[error("binary book records are changes of one level, side 0 or 1; publish a book snapshot as JSON (\"flags\":[\"snapshot\"])")]
+    BinaryBook,
     /// The symbol name is not acceptable.
     #[error("invalid symbol {name:?}: {source}")]
     Symbol {
@@ -280,11 +292,27 @@ impl Decoder {
     }
 
     /// Decodes a JSON text message (one tick object, or an array of them) into `out`.
-    /// On error `out` is left empty: a message is published whole or not at all.
+    /// On error `out` is left empty: a message is published whole or not at all. A
+    /// book snapshot sets its levels (see [`Decoder::decode_text_against`]).
     pub fn decode_text(
         &mut self,
         message: &[u8],
         now_ns: u64,
+        out: &mut Vec<FeedTick>,
+    ) -> Result<(), PublishError> {
+        self.decode_text_against(message, now_ns, &|_| None, out)
+    }
+
+    /// [`Decoder::decode_text`], with `book` giving the server's current book of a
+    /// symbol: a book object flagged `snapshot` ("the whole book is this") becomes the
+    /// removal of every level of that book it does not hold, then its levels that are
+    /// new or resized. (Changes to the same symbol earlier in the same message are not
+    /// in `book`: send them in a message of their own.)
+    pub fn decode_text_against(
+        &mut self,
+        message: &[u8],
+        now_ns: u64,
+        book: &dyn Fn(Symbol) -> Option<crate::lvc::BookSnapshot>,
         out: &mut Vec<FeedTick>,
     ) -> Result<(), PublishError> {
         out.clear();
@@ -292,7 +320,7 @@ impl Decoder {
         self.input.extend_from_slice(message);
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(|| Tape(Vec::new())).reset();
         let result = match simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape) {
-            Ok(()) => ticks_from_json(tape.as_value(), now_ns, out),
+            Ok(()) => ticks_from_json(tape.as_value(), now_ns, book, out),
             Err(e) => Err(PublishError::InvalidJson(e.to_string())),
         };
         self.tape = Some(tape.reset());
@@ -323,6 +351,7 @@ impl Decoder {
 fn ticks_from_json(
     root: Value<'_, '_>,
     now_ns: u64,
+    book: &dyn Fn(Symbol) -> Option<crate::lvc::BookSnapshot>,
     out: &mut Vec<FeedTick>,
 ) -> Result<(), PublishError> {
     if let Some(list) = root.as_array() {
@@ -330,22 +359,26 @@ fn ticks_from_json(
             return Err(PublishError::Empty);
         }
         for (index, v) in list.iter().enumerate() {
-            let t = tick_from_json(&v, now_ns)
+            ticks_of(&v, now_ns, book, out)
                 .map_err(|problem| PublishError::Tick { index, problem })?;
-            out.push(t);
         }
         Ok(())
     } else if root.is_object() {
-        let t = tick_from_json(&root, now_ns)
-            .map_err(|problem| PublishError::Tick { index: 0, problem })?;
-        out.push(t);
-        Ok(())
+        ticks_of(&root, now_ns, book, out)
+            .map_err(|problem| PublishError::Tick { index: 0, problem })
     } else {
         Err(PublishError::NotTicks)
     }
 }
 
-fn tick_from_json(v: &Value<'_, '_>, now_ns: u64) -> Result<FeedTick, TickProblem> {
+/// The ticks of one published object: one for a trade or a quote, one per level
+/// change for a book.
+fn ticks_of(
+    v: &Value<'_, '_>,
+    now_ns: u64,
+    book: &dyn Fn(Symbol) -> Option<crate::lvc::BookSnapshot>,
+    out: &mut Vec<FeedTick>,
+) -> Result<(), TickProblem> {
     if !v.is_object() {
         return Err(TickProblem::NotObject);
     }
@@ -369,13 +402,106 @@ fn tick_from_json(v: &Value<'_, '_>, now_ns: u64) -> Result<FeedTick, TickProble
             ask_px: decimal(v, "ask_px")?,
             ask_sz: decimal(v, "ask_sz")?,
         },
+        "book" => return book_ticks(v, symbol, ts_event, book, out),
         other => return Err(TickProblem::Kind(other.to_string())),
     };
-    Ok(FeedTick {
+    out.push(FeedTick {
         symbol,
         ts_event,
         body,
-    })
+    });
+    Ok(())
+}
+
+/// A published book object: `bids` and `asks` lists of `["price","size"]` (either
+/// may be absent), `flags` optionally holding `"snapshot"`.
+fn book_ticks(
+    v: &Value<'_, '_>,
+    symbol: Symbol,
+    ts_event: u64,
+    book: &dyn Fn(Symbol) -> Option<crate::lvc::BookSnapshot>,
+    out: &mut Vec<FeedTick>,
+) -> Result<(), TickProblem> {
+    use crate::book::Side;
+    let snapshot = match v.get("flags") {
+        None => false,
+        Some(f) => f
+            .as_array()
+            .ok_or(TickProblem::Type {
+                field: "flags",
+                expected: "a list of flag names",
+            })?
+            .iter()
+            .any(|f| f.as_str() == Some("snapshot")),
+    };
+    let start = out.len();
+    for (field, side) in [("bids", Side::Bid), ("asks", Side::Ask)] {
+        let Some(levels) = v.get(field) else { continue };
+        let levels = levels.as_array().ok_or(TickProblem::Level(field))?;
+        for level in levels.iter() {
+            let pair = level.as_array().ok_or(TickProblem::Level(field))?;
+            if pair.len() != 2 {
+                return Err(TickProblem::Level(field));
+            }
+            let dec = |i: usize| -> Result<i64, TickProblem> {
+                let s = pair
+                    .get(i)
+                    .and_then(|p| p.into_string())
+                    .ok_or(TickProblem::Level(field))?;
+                fixed::parse(s.as_bytes()).map_err(|source| TickProblem::Decimal { field, source })
+            };
+            let (price, size) = (dec(0)?, dec(1)?);
+            if size < 0 {
+                return Err(TickProblem::NegativeSize(field));
+            }
+            out.push(FeedTick {
+                symbol,
+                ts_event,
+                body: Body::book(side, price, size),
+            });
+        }
+    }
+    if !snapshot {
+        if out.len() == start {
+            return Err(TickProblem::EmptyBook);
+        }
+        return Ok(());
+    }
+    // A snapshot: the current book's levels it leaves out are removed first, then
+    // its levels that change the book.
+    let current = book(symbol).unwrap_or_default();
+    let levels: Vec<FeedTick> = out.drain(start..).collect();
+    let held = |side: Side, price: i64| {
+        levels.iter().any(|t| {
+            matches!(t.body, Body::Book { side: s, price: p, size, .. } if s == side && p == price && size > 0)
+        })
+    };
+    for (side, current_levels) in [(Side::Bid, &current.bids), (Side::Ask, &current.asks)] {
+        for &(price, _) in current_levels {
+            if !held(side, price) {
+                out.push(FeedTick {
+                    symbol,
+                    ts_event,
+                    body: Body::book(side, price, 0),
+                });
+            }
+        }
+    }
+    for t in levels {
+        if let Body::Book {
+            side, price, size, ..
+        } = t.body
+        {
+            let now = match side {
+                Side::Bid => &current.bids,
+                Side::Ask => &current.asks,
+            };
+            if size > 0 && !now.contains(&(price, size)) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn str_field<'v>(v: &Value<'v, '_>, field: &'static str) -> Result<&'v str, TickProblem> {
@@ -458,8 +584,20 @@ fn ticks_from_binary(
         let body = match kind {
             Kind::Trade => Body::trade(v(0), v(1)),
             Kind::Quote => Body::from_values(Kind::Quote, [v(0), v(1), v(2), v(3)]),
-            // Book changes come from feeds only (`docs/protocol.md`, Publishing).
-            Kind::Book => return Err(fail(TickProblem::Kind("3 (book)".to_string()))),
+            // One level change; a snapshot needs the server's book: JSON only.
+            Kind::Book => {
+                let side = crate::book::Side::from_u8((v(2) & 0xff) as u8);
+                let snapshot = r[1] & crate::tick::Flags::SNAPSHOT.0 != 0;
+                match side {
+                    Some(side) if !snapshot => {
+                        if v(1) < 0 {
+                            return Err(fail(TickProblem::NegativeSize("size")));
+                        }
+                        Body::book(side, v(0), v(1))
+                    }
+                    _ => return Err(fail(TickProblem::BinaryBook)),
+                }
+            }
         };
         out.push(FeedTick {
             symbol,
@@ -616,7 +754,15 @@ pub async fn run(
         };
         let now = now_ns();
         let mut decode = |opcode: OpCode, message: &[u8]| match opcode {
-            OpCode::Text => decoder.decode_text(message, now, &mut ticks),
+            OpCode::Text => decoder.decode_text_against(
+                message,
+                now,
+                &|symbol| {
+                    let id = shared.symbols.id_of(symbol.as_str())?;
+                    Some(shared.lvc.book(id))
+                },
+                &mut ticks,
+            ),
             _ => decoder.decode_binary(message, &shared.symbols, now, &mut ticks),
         };
         let decoded = match frame {
@@ -930,5 +1076,135 @@ mod tests {
         let e = d.decode_binary(&v2, &symbols, 0, &mut out).unwrap_err();
         assert!(matches!(e, PublishError::BinaryVersion { .. }), "{e}");
         assert!(out.is_empty());
+    }
+
+    fn levels(out: &[FeedTick]) -> Vec<(crate::book::Side, i64, i64)> {
+        out.iter()
+            .map(|t| match t.body {
+                Body::Book {
+                    side, price, size, ..
+                } => (side, price, size),
+                other => panic!("not a book change: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A book object is its level changes; flagged snapshot, it is the difference
+    /// from the server's book; bad levels name the problem and publish nothing.
+    #[test]
+    fn decodes_book_changes_and_snapshots() {
+        use crate::book::Side::{Ask, Bid};
+        use crate::fixed::SCALE;
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        d.decode_text(
+            br#"{"symbol":"A","kind":"book","ts_event":9,"bids":[["101.5","2"],["101","0"]],"asks":[["102","1"]]}"#,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            levels(&out),
+            [
+                (Bid, 101 * SCALE + SCALE / 2, 2 * SCALE),
+                (Bid, 101 * SCALE, 0),
+                (Ask, 102 * SCALE, SCALE)
+            ]
+        );
+        assert!(out.iter().all(|t| t.ts_event == 9));
+        // The server's book: bid 100 × 1, bid 99 × 1, ask 102 × 1.
+        let current = |_: Symbol| {
+            Some(crate::lvc::BookSnapshot {
+                seq: 5,
+                bids: vec![(100 * SCALE, SCALE), (99 * SCALE, SCALE)],
+                asks: vec![(102 * SCALE, SCALE)],
+                ..Default::default()
+            })
+        };
+        d.decode_text_against(
+            br#"{"symbol":"A","kind":"book","flags":["snapshot"],"bids":[["100","3"]],"asks":[["102","1"]]}"#,
+            0,
+            &current,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            levels(&out),
+            [(Bid, 99 * SCALE, 0), (Bid, 100 * SCALE, 3 * SCALE)],
+            "99 removed, 100 resized, ask 102 unchanged"
+        );
+        d.decode_text_against(
+            br#"{"symbol":"A","kind":"book","flags":["snapshot"]}"#,
+            0,
+            &current,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(levels(&out).len(), 3, "an empty snapshot empties the book");
+        for (input, want) in [
+            (r#"{"symbol":"A","kind":"book"}"#, "at least one level"),
+            (
+                r#"{"symbol":"A","kind":"book","bids":[]}"#,
+                "at least one level",
+            ),
+            (
+                r#"{"symbol":"A","kind":"book","bids":[["1"]]}"#,
+                r#"invalid "bids""#,
+            ),
+            (
+                r#"{"symbol":"A","kind":"book","bids":[[1,2]]}"#,
+                r#"invalid "bids""#,
+            ),
+            (
+                r#"{"symbol":"A","kind":"book","asks":"x"}"#,
+                r#"invalid "asks""#,
+            ),
+            (
+                r#"{"symbol":"A","kind":"book","asks":[["1","-2"]]}"#,
+                "a size is 0",
+            ),
+            (
+                r#"{"symbol":"A","kind":"book","flags":"snapshot","bids":[["1","1"]]}"#,
+                "flags",
+            ),
+            (
+                r#"[{"symbol":"A","kind":"book","bids":[["1","1"]]},{"symbol":"A","kind":"book","bids":[["x","1"]]}]"#,
+                "tick 1: invalid \"bids\"",
+            ),
+        ] {
+            let e = d
+                .decode_text(input.as_bytes(), 0, &mut out)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{input}: {e:?} should contain {want:?}");
+            assert!(out.is_empty(), "all or nothing");
+        }
+    }
+
+    #[test]
+    fn binary_book_records_are_level_changes() {
+        use crate::book::Side;
+        let symbols = SymbolTable::new(4);
+        symbols.intern(Symbol::new("X").unwrap()).unwrap();
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        let m = message(&[
+            record(3, 0, 7, [100, 5, 1, 1]),
+            record(3, 0, 7, [99, 0, 0, 1]),
+        ]);
+        d.decode_binary(&m, &symbols, 0, &mut out).unwrap();
+        assert_eq!(levels(&out), [(Side::Ask, 100, 5), (Side::Bid, 99, 0)]);
+        let mut snapshot = record(3, 0, 7, [100, 5, 0, 1]);
+        snapshot[1] = 1;
+        for bad in [
+            snapshot,
+            record(3, 0, 7, [100, 5, 2, 1]),
+            record(3, 0, 7, [100, -5, 0, 1]),
+        ] {
+            assert!(d
+                .decode_binary(&message(&[bad]), &symbols, 0, &mut out)
+                .is_err());
+            assert!(out.is_empty());
+        }
     }
 }

@@ -319,3 +319,75 @@ async fn the_publish_limit_is_inclusive_and_on_the_whole_message() {
     }
     server.shutdown();
 }
+
+/// Books published: changes, then a snapshot that replaces the server's book (a
+/// level it leaves out is removed), reach a book subscriber that rebuilds exactly the
+/// server's book; a bad book object gets an error and changes nothing.
+#[tokio::test]
+async fn published_books_reach_book_subscribers() {
+    use tickcast::client::{Client, Event, Options};
+    let server = start_server(publish_config());
+    let addr = server.local_addr();
+    let mut p = publisher(addr).await;
+    let book = |v: serde_json::Value| Message::text(v.to_string());
+    p.send(book(
+        json!({"symbol":"BK","kind":"book","bids":[["100","1"],["99","2"]],"asks":[["101","3"]]}),
+    ))
+    .await
+    .unwrap();
+    let id = wait_for_symbol(&server, "BK");
+    let options = Options {
+        channels: Some(vec!["book".into()]),
+        ..Options::symbols(["BK"])
+    };
+    let mut client = Client::connect(&format!("ws://{addr}/ws"), options)
+        .await
+        .unwrap();
+    // Then a snapshot without the bid 99 and with the ask resized, and a bad object.
+    p.send(book(json!({"symbol":"BK","kind":"book","flags":["snapshot"],"bids":[["100","1"]],"asks":[["101","4"],["102","1"]]})))
+        .await
+        .unwrap();
+    p.send(book(
+        json!({"symbol":"BK","kind":"book","bids":[["x","1"]]}),
+    ))
+    .await
+    .unwrap();
+    let reply = until_type(&mut p, "error").await;
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid \"bids\""),
+        "{reply}"
+    );
+    let fixed = |s: &str| tickcast::fixed::parse(s.as_bytes()).unwrap();
+    let want_bids = vec![(fixed("100"), fixed("1"))];
+    let want_asks = vec![(fixed("101"), fixed("4")), (fixed("102"), fixed("1"))];
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let b = server.lvc().book(id);
+        if (&b.bids, &b.asks) == (&want_bids, &want_asks) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "server book {b:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let want_seq = server.lvc().book(id).seq;
+    while client.book("BK").is_none_or(|b| b.seq() < want_seq) {
+        match tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("in time")
+        {
+            Ok(Event::BookGap { symbol, gap }) => panic!("book gap {symbol} {gap:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("client: {e}"),
+        }
+    }
+    let b = client.book("BK").unwrap();
+    assert!(b.is_synced());
+    assert_eq!(
+        (b.book().bids(), b.book().asks()),
+        (&want_bids[..], &want_asks[..])
+    );
+    server.shutdown();
+}
