@@ -8,7 +8,8 @@
 //!
 //! Input: every line of the sample captures in `feeds/` (trades, quotes, acks,
 //! heartbeats), in order. Before measuring, the three are checked to produce the
-//! same ticks. Run: `cargo bench --bench normalize`.
+//! same ticks. The order-book captures go through the normalizers alone
+//! (`normalize_books`). Run: `cargo bench --bench normalize`.
 //!
 //! Wall-clock figures move with whatever else the machine runs. For a figure that
 //! does not, `NORMALIZE_PASSES=<venue>:<reader>:<passes>` makes the binary run only
@@ -364,7 +365,44 @@ fn normalize(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, normalize);
+/// The order-book captures (`feeds/*-depth.jsonl`, `feeds/*-level2.jsonl`) through
+/// the normalizers: diff-depth events joined to their snapshots (Binance), level2
+/// snapshots and updates (Coinbase), each turned into level changes against the
+/// feed's copy of the book. Throughput in messages; the level changes of one pass are
+/// printed beside it.
+fn books(c: &mut Criterion) {
+    for (venue, file) in [
+        (Venue::Binance, "binance-spot-btcusdt-depth.jsonl"),
+        (Venue::Coinbase, "coinbase-exchange-btc-usd-level2.jsonl"),
+    ] {
+        let lines = capture(file);
+        let mut n = Normalizer::new(venue, venue.default_prefix(), DEFAULT_MAX_MESSAGE_BYTES);
+        let mut changes = 0usize;
+        for l in &lines {
+            n.normalize(l, NOW).expect("the capture normalizes");
+            changes += n.book_changes().len();
+        }
+        assert!(changes > lines.len(), "{venue}: {changes} level changes");
+        println!(
+            "normalize_books/{venue}: {} messages, {changes} level changes per pass",
+            lines.len()
+        );
+        let mut group = c.benchmark_group(format!("normalize_books/{venue}"));
+        group.throughput(Throughput::Elements(lines.len() as u64));
+        group.bench_function("simd_json_tape", |b| {
+            b.iter(|| {
+                n.reset();
+                for l in &lines {
+                    let _ = black_box(n.normalize(black_box(l), NOW));
+                    black_box(n.book_changes());
+                }
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, normalize, books);
 
 fn main() {
     if let Ok(spec) = std::env::var("NORMALIZE_PASSES") {

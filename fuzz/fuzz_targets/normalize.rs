@@ -1,7 +1,8 @@
 //! The Binance and Coinbase normalizers (`feed::normalize::Normalizer`) on arbitrary
 //! messages. The first byte picks the venue; the rest is split at newlines into a
 //! stream of messages, as a capture or a live session delivers them, so that the
-//! per-symbol state (duplicate and gap detection) is fuzzed too. Every message is
+//! per-symbol state (duplicate and gap detection, the books and their snapshot joins)
+//! is fuzzed too. Every message is
 //! normalized or refused with a typed error; a trade or quote carries a tick named in
 //! the venue's namespace, a gap counts forward.
 #![no_main]
@@ -29,6 +30,19 @@ fuzz_target!(|data: &[u8]| {
                         assert!(tick.symbol.as_str().starts_with(prefix));
                     }
                     _ => assert!(n.tick.is_none()),
+                }
+                // Book messages: level changes of the venue's symbols, sizes 0 or more;
+                // any other message none.
+                for c in normalizer.book_changes() {
+                    assert_eq!(n.kind, MessageKind::Book, "{c:?}");
+                    assert!(c.symbol.as_str().starts_with(prefix));
+                    match c.body {
+                        tickcast::tick::Body::Book { size, .. } => assert!(size >= 0, "{c:?}"),
+                        other => panic!("a book change that is not one: {other:?}"),
+                    }
+                }
+                for s in normalizer.take_snapshot_requests() {
+                    assert!(!s.is_empty());
                 }
                 if let Some(gap) = n.gap {
                     assert!(gap.got > gap.expected, "{gap:?}");
