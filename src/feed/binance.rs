@@ -382,21 +382,17 @@ impl Depth {
         levels(b, "b", Side::Bid, &mut self.levels)?;
         levels(a, "a", Side::Ask, &mut self.levels)?;
         // Live and following: applied straight from the parse, without a copy.
-        let follows = self
-            .sync(symbol)
-            .applied()
-            .map(|applied| (last <= applied, first <= applied + 1));
-        if let Some((stale, next)) = follows {
-            if stale {
+        let sync = self
+            .syncs
+            .entry(symbol)
+            .or_insert_with(|| DepthSync::new(MAX_BUFFERED_DEPTH_EVENTS));
+        if let Some(applied) = sync.applied() {
+            if last <= applied {
                 return Ok(Normalized::control(MessageKind::Duplicate));
             }
-            if next {
-                self.sync(symbol)
-                    .on_event(first, last, DepthEvent::default());
-                for i in 0..self.levels.len() {
-                    let (side, price, size) = self.levels[i];
-                    self.books.level(symbol, ts_event, side, price, size);
-                }
+            if first <= applied + 1 {
+                sync.on_event(first, last, DepthEvent::default());
+                self.books.apply(symbol, ts_event, &self.levels);
                 return Ok(Normalized::control(MessageKind::Book));
             }
         }
@@ -404,7 +400,7 @@ impl Depth {
             ts_event,
             levels: self.levels.clone(),
         };
-        let gap = match self.sync(symbol).on_event(first, last, event) {
+        let gap = match sync.on_event(first, last, event) {
             Step::Resync { expected, got } => Some(Gap {
                 symbol,
                 expected,
@@ -456,9 +452,7 @@ impl Depth {
                 }
                 self.books.snapshot(symbol, now_ns, &bids, &asks);
                 for e in events {
-                    for (side, price, size) in e.levels {
-                        self.books.level(symbol, e.ts_event, side, price, size);
-                    }
+                    self.books.apply(symbol, e.ts_event, &e.levels);
                 }
                 None
             }

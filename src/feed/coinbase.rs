@@ -330,9 +330,7 @@ impl CoinbaseNormalizer {
                     let time_ns = rfc3339_ns(root.str_field("time")?, "time")?;
                     scratch_levels.clear();
                     changes(root.get("changes"), scratch_levels)?;
-                    for &(side, price, size) in scratch_levels.iter() {
-                        books.level(symbol, time_ns, side, price, size);
-                    }
+                    books.apply(symbol, time_ns, scratch_levels);
                     Ok(Normalized::control(MessageKind::Book))
                 }
                 "match" | "last_match" => {

@@ -78,17 +78,29 @@ impl VenueBooks {
     /// One level of `symbol` set to `size` (0 removes it): a change when it changes
     /// the book, and the removal of a level it pushed out of a full side.
     pub fn level(&mut self, symbol: Symbol, ts_event: u64, side: Side, price: i64, size: i64) {
+        self.apply(symbol, ts_event, &[(side, price, size)]);
+    }
+
+    /// [`VenueBooks::level`] for each of `levels` in order, finding the book once.
+    pub fn apply(&mut self, symbol: Symbol, ts_event: u64, levels: &[(Side, i64, i64)]) {
         let max = self.max_levels;
         let book = self.books.entry(symbol).or_insert_with(|| Book::new(max));
-        match book.apply(side, price, size) {
-            Applied::Unchanged => {}
-            Applied::Dropped => self.dropped += 1,
-            Applied::Removed => self.push(symbol, ts_event, side, price, 0),
-            Applied::Set { evicted, .. } => {
-                self.push(symbol, ts_event, side, price, size);
-                if let Some(p) = evicted {
-                    self.dropped += 1;
-                    self.push(symbol, ts_event, side, p, 0);
+        for &(side, price, size) in levels {
+            let change = |side, price, size| FeedTick {
+                symbol,
+                ts_event,
+                body: Body::book(side, price, size),
+            };
+            match book.apply(side, price, size) {
+                Applied::Unchanged => {}
+                Applied::Dropped => self.dropped += 1,
+                Applied::Removed => self.changes.push(change(side, price, 0)),
+                Applied::Set { evicted, .. } => {
+                    self.changes.push(change(side, price, size));
+                    if let Some(p) = evicted {
+                        self.dropped += 1;
+                        self.changes.push(change(side, p, 0));
+                    }
                 }
             }
         }
