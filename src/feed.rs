@@ -47,6 +47,19 @@ pub struct FeedTick {
     pub body: Body,
 }
 
+/// The `(side, price, size)` of each of `ticks`, which must all be book changes.
+#[cfg(test)]
+pub(crate) fn book_levels(ticks: &[FeedTick]) -> Vec<(crate::book::Side, i64, i64)> {
+    ticks
+        .iter()
+        .map(|t| {
+            t.body
+                .level()
+                .unwrap_or_else(|| panic!("not a book change: {t:?}"))
+        })
+        .collect()
+}
+
 /// Which feed to run; one entry of the config's `feeds` list, or one `--feed` flag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

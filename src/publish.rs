@@ -1078,16 +1078,7 @@ mod tests {
         assert!(out.is_empty());
     }
 
-    fn levels(out: &[FeedTick]) -> Vec<(crate::book::Side, i64, i64)> {
-        out.iter()
-            .map(|t| match t.body {
-                Body::Book {
-                    side, price, size, ..
-                } => (side, price, size),
-                other => panic!("not a book change: {other:?}"),
-            })
-            .collect()
-    }
+    use crate::feed::book_levels as levels;
 
     /// A book object is its level changes; flagged snapshot, it is the difference
     /// from the server's book; bad levels name the problem and publish nothing.

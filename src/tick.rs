@@ -142,6 +142,16 @@ impl Body {
         }
     }
 
+    /// A book change's `(side, price, size)`; `None` for a trade or a quote.
+    pub const fn level(&self) -> Option<(Side, i64, i64)> {
+        match *self {
+            Body::Book {
+                side, price, size, ..
+            } => Some((side, price, size)),
+            _ => None,
+        }
+    }
+
     /// The kind of this body.
     pub const fn kind(&self) -> Kind {
         match self {

@@ -829,12 +829,6 @@ mod tests {
     /// A book record as pages and batches carry it: `(levels, index)` of its message.
     fn book(id: u32, seq: u64, side: Side, price: i64, size: i64, group: (u32, u32)) -> Tick {
         Tick {
-            symbol_id: id,
-            seq,
-            ts_event: seq,
-            ts_recv: seq + 1,
-            flags: Flags::empty(),
-            count: 1,
             body: Body::Book {
                 side,
                 price,
@@ -842,6 +836,7 @@ mod tests {
                 new_level: false,
                 group,
             },
+            ..tick(id, seq)
         }
     }
 

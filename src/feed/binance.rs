@@ -728,15 +728,7 @@ mod tests {
 
     /// `(side, price, size)` of each change of the last message.
     fn changes(n: &BinanceNormalizer) -> Vec<(Side, i64, i64)> {
-        n.book_changes()
-            .iter()
-            .map(|c| match c.body {
-                Body::Book {
-                    side, price, size, ..
-                } => (side, price, size),
-                other => panic!("not a book change: {other:?}"),
-            })
-            .collect()
+        crate::feed::book_levels(n.book_changes())
     }
 
     fn depth(first: u64, last: u64, bids: &str, asks: &str) -> String {

@@ -645,15 +645,7 @@ mod tests {
         use crate::book::Side;
         let mut n = CoinbaseNormalizer::new("", 4096);
         let changes = |n: &CoinbaseNormalizer| -> Vec<(Side, i64, i64)> {
-            n.book_changes()
-                .iter()
-                .map(|c| match c.body {
-                    Body::Book {
-                        side, price, size, ..
-                    } => (side, price, size),
-                    other => panic!("not a book change: {other:?}"),
-                })
-                .collect()
+            crate::feed::book_levels(n.book_changes())
         };
         let snap = |bids: &str, asks: &str| {
             format!(r#"{{"type":"snapshot","product_id":"BTC-USD","bids":{bids},"asks":{asks}}}"#)

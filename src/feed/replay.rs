@@ -618,16 +618,7 @@ mod tests {
             },
         };
         let changes = |b: &CaptureBooks| -> Vec<(Side, i64, i64)> {
-            b.venue
-                .changes()
-                .iter()
-                .map(|c| match c.body {
-                    Body::Book {
-                        side, price, size, ..
-                    } => (side, price, size),
-                    _ => unreachable!(),
-                })
-                .collect()
+            crate::feed::book_levels(b.venue.changes())
         };
         let mut b = CaptureBooks::default();
         let trade = FeedTick {

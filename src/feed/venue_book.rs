@@ -158,13 +158,7 @@ mod tests {
 
     /// The changes applied to a copy of the book as it was make the book as it is.
     fn replay(into: &mut Book, changes: &[FeedTick]) {
-        for c in changes {
-            let Body::Book {
-                side, price, size, ..
-            } = c.body
-            else {
-                panic!("not a book change: {c:?}");
-            };
+        for (side, price, size) in crate::feed::book_levels(changes) {
             into.apply(side, price, size);
         }
     }
@@ -186,16 +180,7 @@ mod tests {
         // Bid 99 gone, bid 100 unchanged, bid 98 new, ask 102 resized, ask 103 new.
         v.begin();
         v.snapshot(sym(), 3, &[(100, 6), (98, 1)], &[(102, 7), (103, 1)]);
-        let sizes: Vec<(Side, i64, i64)> = v
-            .changes()
-            .iter()
-            .map(|c| match c.body {
-                Body::Book {
-                    side, price, size, ..
-                } => (side, price, size),
-                _ => unreachable!(),
-            })
-            .collect();
+        let sizes = crate::feed::book_levels(v.changes());
         assert_eq!(
             sizes,
             [
