@@ -325,7 +325,7 @@ pub const MAX_BUFFERED_DEPTH_EVENTS: usize = 1_000;
 /// after it. A `U`/`u` gap is reported as a [`Gap`] (counted in the feed's gaps), the
 /// book stays as it was and a snapshot is requested again.
 #[derive(Debug, Default)]
-pub(crate) struct Depth {
+pub struct Depth {
     syncs: HashMap<Symbol, DepthSync<DepthEvent>>,
     /// Symbols with a snapshot requested and not yet normalized.
     requested: HashSet<Symbol>,
