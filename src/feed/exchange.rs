@@ -71,8 +71,9 @@ pub struct ExchangeConfig {
     /// Binance only: levels per side of a depth snapshot (`limit`: 5, 10, 20, 50,
     /// 100, 500, 1000 or 5000). Default: 100.
     pub depth_limit: u32,
-    /// Largest book snapshot accepted, in bytes: a venue's whole book (Coinbase sends
-    /// every level) is far larger than `max_message_bytes`. Default: 16 MiB.
+    /// With `book`, the largest book snapshot accepted, in bytes: a venue's whole book
+    /// (Coinbase sends every level) is far larger than `max_message_bytes`. Without
+    /// `book` every message keeps `max_message_bytes`. Default: 16 MiB.
     pub max_snapshot_bytes: usize,
 }
 
@@ -495,7 +496,11 @@ async fn run_async(venue: Venue, cfg: &ExchangeConfig, ctx: &FeedContext) {
         },
     };
     let mut normalizer = Normalizer::new(venue, prefix, cfg.max_message_bytes);
-    normalizer.set_max_snapshot_bytes(cfg.max_snapshot_bytes);
+    // Without books no message may pass `max_message_bytes`: a larger one is refused
+    // before it is parsed, as it always was.
+    if cfg.book {
+        normalizer.set_max_snapshot_bytes(cfg.max_snapshot_bytes);
+    }
     let mut client = Client {
         venue,
         cfg,
