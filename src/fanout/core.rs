@@ -24,6 +24,7 @@
 //! messages), [`super::resume`] (snapshots and replays), [`super::liveness`] (pings,
 //! idle and stall timeouts).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -49,6 +50,14 @@ pub type ConnId = usize;
 
 /// Spare outbox buffers a core keeps for reuse; more are freed.
 const MAX_SPARE_BUFFERS: usize = 32;
+/// Ticks [`Core::batch_ts`] holds for the latency histograms until they are written
+/// everywhere; past it the oldest is recorded as written at once.
+const MAX_UNWRITTEN_TICKS: usize = 65_536;
+/// Capacity of a buffer allocated for an outbox when no spare one is left: room for
+/// a few dozen records, so that a connection that got nothing since its last write
+/// does not grow a buffer from nothing, one reallocation after another, every time.
+/// It is handed back once written (it is larger than [`KEEP_CAPACITY`](super::outbox::KEEP_CAPACITY)).
+const FRESH_BUFFER_BYTES: usize = 2048;
 /// A spare buffer larger than this is freed rather than kept.
 const MAX_SPARE_CAPACITY: usize = 256 * 1024;
 /// How often a core publishes its latency histogram to [`Stats::latency`].
@@ -271,14 +280,19 @@ pub struct Core {
     pub(super) seen_seq: Vec<u64>,
     /// The same for book changes.
     pub(super) seen_book_seq: Vec<u64>,
-    /// `(ts_recv, ts_event)` of the ticks queued to at least one connection in this
-    /// batch.
-    pub(super) batch_ts: Vec<(u64, u64)>,
+    /// `(ts_recv, ts_event, listed)` of the ticks queued to at least one connection
+    /// and not yet written everywhere: `listed` is [`Core::ready_listed`] after the
+    /// tick was queued, so the tick is out once the shell has taken that many
+    /// connections off the ready list (at most [`MAX_UNWRITTEN_TICKS`]).
+    pub(super) batch_ts: VecDeque<(u64, u64, u64)>,
+    /// Connections ever put on the ready list (taken off: this minus its length).
+    pub(super) ready_listed: u64,
     /// Ingest-to-write latency since the last publication to `Stats::latency`.
     pub(super) latency: hdrhistogram::Histogram<u64>,
     pub(super) last_publish_ns: u64,
-    /// Connections with bytes to write, not blocked.
-    pub(super) ready: Vec<ConnId>,
+    /// Connections with bytes to write, not blocked, oldest first: a saturated core
+    /// that writes a bounded number per turn reaches each in the order it got bytes.
+    pub(super) ready: VecDeque<ConnId>,
     /// Connections whose [`IoState`] changed, for the shell to look at.
     pub(super) wakes: Vec<ConnId>,
     /// Subscriptions holding merged updates (may hold stale keys; `Sub::pending` is
@@ -333,10 +347,11 @@ impl Core {
             wildcards: 0,
             seen_seq: Vec::new(),
             seen_book_seq: Vec::new(),
-            batch_ts: Vec::new(),
+            batch_ts: VecDeque::new(),
+            ready_listed: 0,
             latency: crate::stats::new_latency_histogram(),
             last_publish_ns: 0,
-            ready: Vec::new(),
+            ready: VecDeque::new(),
             wakes: Vec::new(),
             pending: Vec::new(),
             next_release_ns: u64::MAX,
@@ -788,13 +803,20 @@ impl Core {
         let conn = &mut self.conns[key];
         if !conn.ready && !conn.blocked && !conn.dead {
             conn.ready = true;
-            self.ready.push(key);
+            self.ready.push_back(key);
+            self.ready_listed += 1;
         }
     }
 
-    /// The next connection with bytes to write, if any.
+    /// Whether some connection may have bytes to write ([`Core::next_ready`] may still
+    /// find none: a connection blocked or closed since it was listed).
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// The next connection with bytes to write, if any, in the order they got them.
     pub fn next_ready(&mut self) -> Option<ConnId> {
-        while let Some(key) = self.ready.pop() {
+        while let Some(key) = self.ready.pop_front() {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.ready = false;
                 if !conn.blocked && !conn.dead {
@@ -931,11 +953,7 @@ impl Core {
     /// none, and conflates from now on if that took it over its budget.
     pub(super) fn push_record(&mut self, key: ConnId, record: &[u8], now: u64) {
         let conn = &mut self.conns[key];
-        if conn.out.has_no_buffer() {
-            if let Some(buf) = self.spare.pop() {
-                conn.out.give_buffer(buf);
-            }
-        }
+        equip(&mut conn.out, &mut self.spare);
         conn.out.push_record(conn.format, record, now);
         conn.records_out += 1;
         self.counters.records_out += 1;
@@ -1002,8 +1020,8 @@ impl Core {
     }
 
     /// Reads up to `max` new ring slots before `upto` and queues them to their
-    /// subscribers. Returns the slots read. The shell then writes every ready connection
-    /// and calls [`Core::record_latency`] with the time the writes finished.
+    /// subscribers. Returns the slots read. The shell then writes ready connections
+    /// and calls [`Core::record_latency`] after each turn of writes.
     pub fn pump(&mut self, upto: RingMark, max: usize, now: u64) -> usize {
         let resyncs = self.ring.resync_generation();
         if resyncs != self.resync_seen {
@@ -1029,14 +1047,17 @@ impl Core {
         n
     }
 
-    /// Records ingest-to-write (and `ts_event`-to-write) latency for the ticks the last
-    /// [`Core::pump`] queued, written at `written_ns`.
+    /// Records ingest-to-write (and `ts_event`-to-write) latency, as of `written_ns`,
+    /// for the ticks [`Core::pump`] queued whose every connection has since been taken
+    /// off the ready list and written (the shell calls this after its writes).
     pub fn record_latency(&mut self, written_ns: u64) {
-        let histograms = &self.stats.cores[self.id].latency;
-        for (ts, event) in self.batch_ts.drain(..) {
-            self.latency
-                .saturating_record(written_ns.saturating_sub(ts));
-            histograms.record(written_ns, ts, event);
+        let taken = self.ready_listed - self.ready.len() as u64;
+        while let Some(&(ts, event, listed)) = self.batch_ts.front() {
+            if listed > taken {
+                break;
+            }
+            self.batch_ts.pop_front();
+            self.record_one(written_ns, ts, event);
         }
         if self.last_publish_ns == 0 && !self.latency.is_empty() {
             self.last_publish_ns = written_ns;
@@ -1044,6 +1065,14 @@ impl Core {
         if !self.latency.is_empty() && self.last_publish_ns + LATENCY_PUBLISH_NS < self.armed_ns {
             self.rearm = true;
         }
+    }
+
+    fn record_one(&mut self, written_ns: u64, ts: u64, event: u64) {
+        self.latency
+            .saturating_record(written_ns.saturating_sub(ts));
+        self.stats.cores[self.id]
+            .latency
+            .record(written_ns, ts, event);
     }
 
     /// Queues one tick to every subscriber of its symbol on this core.
@@ -1139,18 +1168,15 @@ impl Core {
                     &self.json
                 }
             };
-            if conn.out.has_no_buffer() {
-                if let Some(buf) = self.spare.pop() {
-                    conn.out.give_buffer(buf);
-                }
-            }
+            equip(&mut conn.out, &mut self.spare);
             conn.out.push_record(conn.format, record, now);
             conn.records_out += 1;
             self.counters.records_out += 1;
             queued = true;
             if !conn.ready && !conn.blocked {
                 conn.ready = true;
-                self.ready.push(key);
+                self.ready.push_back(key);
+                self.ready_listed += 1;
             }
             if conn.out.queued() > high_water
                 || (max_age_ns > 0 && conn.out.oldest_age_ns(now) > max_age_ns)
@@ -1159,7 +1185,14 @@ impl Core {
             }
         }
         if queued {
-            self.batch_ts.push((t.ts_recv, t.ts_event));
+            if self.batch_ts.len() == MAX_UNWRITTEN_TICKS {
+                // Recorded early, as written now: an under-estimate, never a loss.
+                if let Some((ts, event, _)) = self.batch_ts.pop_front() {
+                    self.record_one(now, ts, event);
+                }
+            }
+            self.batch_ts
+                .push_back((t.ts_recv, t.ts_event, self.ready_listed));
         }
     }
 
@@ -1301,5 +1334,16 @@ impl Core {
         add(&s.evictions, c.evictions);
         add(&s.protocol_errors, c.protocol_errors);
         add(&s.connections_total, c.connections_total);
+    }
+}
+
+/// Gives an outbox without a buffer a spare one, or a fresh one when none is spare.
+fn equip(out: &mut Outbox, spare: &mut Vec<Vec<u8>>) {
+    if out.has_no_buffer() {
+        out.give_buffer(
+            spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(FRESH_BUFFER_BYTES)),
+        );
     }
 }

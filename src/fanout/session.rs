@@ -5,9 +5,11 @@
 //! connection has one task that waits on its socket's readiness as the core's
 //! [`IoState`] says — readable while the core takes input, writable while the socket
 //! is full — and on a notification when that state changes. Writes normally happen in
-//! [`Shell::flush`], right after the dispatch loop or an input filled outboxes: one
-//! write per connection per batch. Everything here is glue; every decision is the
-//! core's.
+//! [`Shell::write_some`], right after the dispatch loop filled outboxes: one write per
+//! connection per turn, oldest first, at most [`WRITES_PER_TURN`] connections before
+//! the other tasks (handshakes, reads, the timer) get a turn; a connection's own input
+//! is answered at once ([`Shell::flush_conn`]). Everything here is glue; every
+//! decision is the core's.
 
 use std::cell::RefCell;
 use std::io;
@@ -26,6 +28,8 @@ use crate::transport::Transport;
 
 /// Size of the read buffer a core's connections share.
 pub const READ_BUF_BYTES: usize = 64 * 1024;
+/// Connections [`Shell::flush`] writes before it lets the core's other tasks run.
+pub const WRITES_PER_TURN: usize = 256;
 /// Reads per readiness event before a connection yields to the others.
 const READS_PER_WAKE: usize = 4;
 /// How long a closing connection may take to flush and say goodbye.
@@ -70,17 +74,58 @@ impl Shell {
         }
     }
 
-    /// Writes every connection the core has bytes for (until each is empty or its
-    /// socket is full), then tells the sessions whose state changed.
-    pub fn flush(&self) {
+    /// Writes the connections the core has bytes for, oldest first and at most
+    /// [`WRITES_PER_TURN`] of them (each until it is empty or its socket is full),
+    /// then tells the sessions whose state changed. Returns whether connections are
+    /// left to write: the dispatch loop goes on with them after the other tasks had a
+    /// turn, so that on a saturated core a handshake, a subscribe or a pong waits for
+    /// a few hundred writes, not for ten thousand. Called by the dispatch loop.
+    pub fn write_some(&self) -> bool {
         let now = now_ns();
         let mut core = self.core.borrow_mut();
         let sockets = self.sockets.borrow();
-        while let Some(key) = core.next_ready() {
+        for _ in 0..WRITES_PER_TURN {
+            let Some(key) = core.next_ready() else { break };
             if let Some(Some(s)) = sockets.get(key) {
                 write_out(&mut core, key, &s.sock, now);
             }
         }
+        let more = core.has_ready();
+        drop(sockets);
+        drop(core);
+        self.after_writes(now);
+        more
+    }
+
+    /// [`Shell::write_some`] from a session or the timer: wakes the dispatch loop,
+    /// which may be parked, when connections are left to write.
+    pub fn flush(&self) {
+        if self.write_some() {
+            self.parker.wake(true);
+        }
+    }
+
+    /// Writes `key` now if it has bytes (its place among the others is kept), then
+    /// does what [`Shell::flush`] does after its writes: the path of a session's own
+    /// input, so that its answer does not wait behind every other connection.
+    fn flush_conn(&self, key: ConnId) {
+        let now = now_ns();
+        {
+            let mut core = self.core.borrow_mut();
+            if let Some(Some(s)) = self.sockets.borrow().get(key) {
+                if core.io_state(key).is_some_and(|st| !st.blocked && !st.dead) {
+                    write_out(&mut core, key, &s.sock, now);
+                }
+            }
+        }
+        self.after_writes(now);
+    }
+
+    /// Wakes the sessions whose state changed, re-arms the timer if needed, makes sure
+    /// the dispatch loop is not parked past new work, and logs closed connections.
+    fn after_writes(&self, now: u64) {
+        let mut core = self.core.borrow_mut();
+        let sockets = self.sockets.borrow();
         let mut wakes = self.scratch.borrow_mut();
         core.take_wakes(&mut wakes);
         for key in wakes.drain(..) {
@@ -133,7 +178,7 @@ impl Shell {
             self.core.borrow_mut().on_input(key, &mut early, now);
         }
         // Also arms the timer for the new connection's liveness scan.
-        self.flush();
+        self.flush_conn(key);
         // Even an empty `prefix` can hold hyper's whole read buffer alive: drop it
         // here, not at the end of the connection.
         drop(conn.prefix);
@@ -178,7 +223,7 @@ impl Shell {
                     let now = now_ns();
                     self.core.borrow_mut().on_input(key, &mut buf[..n], now);
                     drop(buf);
-                    self.flush();
+                    self.flush_conn(key);
                     if !self.state(key).is_some_and(|s| s.read) {
                         return true;
                     }
@@ -285,7 +330,7 @@ async fn run(shell: Rc<Shell>, key: ConnId, sock: Rc<Transport>, wake: Rc<Notify
         }
         if st.backlog {
             shell.core.borrow_mut().resume_input(key, now_ns());
-            shell.flush();
+            shell.flush_conn(key);
             continue;
         }
         if st.read && more {
@@ -302,12 +347,8 @@ async fn run(shell: Rc<Shell>, key: ConnId, sock: Rc<Transport>, wake: Rc<Notify
                     shell.core.borrow_mut().on_io_error(key);
                     continue;
                 }
-                let now = now_ns();
-                let mut core = shell.core.borrow_mut();
-                core.on_writable(key);
-                write_out(&mut core, key, &sock, now);
-                drop(core);
-                shell.flush();
+                shell.core.borrow_mut().on_writable(key);
+                shell.flush_conn(key);
             }
             r = sock.tcp().readable(), if st.read => {
                 if r.is_err() {

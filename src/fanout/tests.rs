@@ -1641,3 +1641,167 @@ fn a_lap_while_book_changes_are_held_back_sends_a_snapshot_and_drops_them() {
     assert_eq!(tracker.seq(), server.seq);
     assert_eq!(tracker.book().bids(), server.bids.as_slice());
 }
+
+#[test]
+fn ready_connections_are_written_oldest_first_and_a_tick_is_timed_once_all_of_them_are() {
+    let mut sim = Sim::new(|_| {});
+    let a = sim.connect(Mode::Subscriber);
+    sim.subscribe(a, json!({"symbols": ["S1"]}));
+    let mut s1 = Vec::new();
+    for _ in 0..3 {
+        let k = sim.connect(Mode::Subscriber);
+        sim.subscribe(k, json!({"symbols": ["S0"]}));
+        s1.push(k);
+    }
+    sim.got(a);
+    for &k in &s1 {
+        sim.got(k);
+    }
+    let before = sim.core.latency.len();
+    // One tick for `a`, then one for the three others; nothing written yet.
+    sim.publish(1, trade(1, 1));
+    sim.now += 1_000;
+    let upto = sim.core.mark_ring();
+    sim.core.pump(upto, usize::MAX, sim.now);
+    sim.publish(0, trade(2, 1));
+    sim.now += 1_000;
+    let upto = sim.core.mark_ring();
+    sim.core.pump(upto, usize::MAX, sim.now);
+    assert!(sim.core.has_ready());
+    // The first listed comes out first.
+    let first = sim.core.next_ready().unwrap();
+    assert_eq!(first, a);
+    sim.write(first, sim.now);
+    // S1's tick is out everywhere and timed; S0's waits for its three connections.
+    sim.core.record_latency(sim.now);
+    assert_eq!(sim.core.latency.len(), before + 1);
+    for &k in &s1[..2] {
+        assert_eq!(sim.core.next_ready(), Some(k));
+        sim.write(k, sim.now);
+    }
+    sim.core.record_latency(sim.now);
+    assert_eq!(sim.core.latency.len(), before + 1);
+    assert_eq!(sim.core.next_ready(), Some(s1[2]));
+    sim.write(s1[2], sim.now);
+    sim.core.record_latency(sim.now);
+    assert_eq!(sim.core.latency.len(), before + 2);
+    assert!(!sim.core.has_ready());
+    // Each got its one tick.
+    assert_eq!(Sim::ticks(&sim.got(a)).len(), 1);
+    for &k in &s1 {
+        assert_eq!(Sim::ticks(&sim.got(k)).len(), 1);
+    }
+}
+
+/// The shell over real sockets: a turn writes at most [`WRITES_PER_TURN`] connections
+/// and says more are left; the next turn writes the rest; a tick is timed once every
+/// connection it went to was written.
+#[tokio::test(flavor = "current_thread")]
+async fn a_turn_writes_a_bounded_number_of_connections_then_the_rest() {
+    use super::session::{Adopted, Shell, WRITES_PER_TURN};
+    use std::rc::Rc;
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            use std::sync::atomic::Ordering::Relaxed;
+            let Sim {
+                core,
+                mut seq,
+                now,
+                stats,
+                ..
+            } = Sim::new(|_| {});
+            // Counted in the core, then published to the stats now and then.
+            let writes_of =
+                |core: &Core| core.counters.writes + stats.cores[0].writes.load(Relaxed);
+            let records_of =
+                |core: &Core| core.counters.records_out + stats.cores[0].records_out.load(Relaxed);
+            let shell = Rc::new(Shell::new(core, Arc::new(crate::park::Parker::default())));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let n = WRITES_PER_TURN + 44;
+            let admission = crate::admission::Admission::new(n, n);
+            let subscribe = client_frame(
+                true,
+                OP_TEXT,
+                br#"{"op":"subscribe","symbols":["S0"],"format":"binary"}"#,
+                MASK,
+            );
+            let mut clients = Vec::new();
+            for _ in 0..n {
+                let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (server, peer) = listener.accept().await.unwrap();
+                shell.adopt(Adopted {
+                    transport: crate::transport::Transport::Plain(server),
+                    prefix: bytes::Bytes::from(subscribe.clone()),
+                    peer,
+                    permit: admission.admit(peer.ip()).unwrap(),
+                    entitlements: None,
+                    mode: Mode::Subscriber,
+                });
+                clients.push(client);
+            }
+            // Every subscribe was answered as it came (its connection written at once).
+            assert_eq!(shell.core.borrow().connections(), n);
+            while shell.write_some() {}
+            let writes = writes_of(&shell.core.borrow());
+            assert!(writes >= n as u64, "{writes} writes for {n} subscribes");
+            let timed = shell.core.borrow().latency.len();
+            let records = records_of(&shell.core.borrow());
+
+            seq.sequence(
+                &FeedTick {
+                    symbol: sym(0),
+                    ts_event: now,
+                    body: trade(7, 1),
+                },
+                now,
+            )
+            .unwrap();
+            {
+                let mut core = shell.core.borrow_mut();
+                let upto = core.mark_ring();
+                assert_eq!(core.pump(upto, usize::MAX, now), 1);
+            }
+            assert!(shell.write_some(), "connections left after one turn");
+            let mut core = shell.core.borrow_mut();
+            assert_eq!(writes_of(&core), writes + WRITES_PER_TURN as u64);
+            core.record_latency(now);
+            assert_eq!(
+                core.latency.len(),
+                timed,
+                "not timed before all are written"
+            );
+            drop(core);
+            assert!(!shell.write_some());
+            let mut core = shell.core.borrow_mut();
+            assert_eq!(writes_of(&core), writes + n as u64);
+            assert_eq!(records_of(&core), records + n as u64);
+            core.record_latency(now);
+            assert_eq!(core.latency.len(), timed + 1);
+            drop(core);
+            // Every client has the tick, after its snapshot.
+            for c in &mut clients {
+                let mut all = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Loopback has every written byte in the socket already.
+                c.readable().await.unwrap();
+                loop {
+                    match c.try_read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => all.extend_from_slice(&buf[..k]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                let mut peer = Peer {
+                    raw: all,
+                    ..Peer::default()
+                };
+                peer.parse();
+                let last = Sim::ticks(&peer.got).pop().expect("ticks");
+                assert_eq!(last.body, trade(7, 1));
+            }
+        })
+        .await;
+}

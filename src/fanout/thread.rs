@@ -1,7 +1,8 @@
 //! A writer core's thread: pinned, one current-thread tokio runtime, three loops.
 //!
-//! - the **dispatch loop** reads new ring slots ([`Core::pump`]), writes every
-//!   connection that got bytes ([`Shell::flush`]), and with nothing to read parks
+//! - the **dispatch loop** reads new ring slots ([`Core::pump`]), writes the
+//!   connections that got bytes, a bounded number per turn ([`Shell::write_some`]),
+//!   lets the other tasks run, and with nothing to read or write parks
 //!   ([`Parker`]) until the sequencer wakes it (for the next batch, or with nothing
 //!   to deliver half a ring later: [`Core::wake_at`]);
 //! - the **timer** sleeps until [`Core::next_deadline`] (or until an earlier one
@@ -126,15 +127,15 @@ where
             let upto = core.mark_ring();
             core.pump(upto, MAX_SLOTS_PER_BATCH, now_ns())
         };
-        shell.flush();
-        if n > 0 {
-            {
-                let mut core = shell.core.borrow_mut();
-                core.record_latency(now_ns());
-                if core.needs_rearm() {
-                    shell.timer.notify_one();
-                }
+        let more = shell.write_some();
+        {
+            let mut core = shell.core.borrow_mut();
+            core.record_latency(now_ns());
+            if core.needs_rearm() {
+                shell.timer.notify_one();
             }
+        }
+        if n > 0 || more {
             tokio::task::yield_now().await;
             continue;
         }
@@ -152,7 +153,7 @@ where
     accept.abort();
     // Say goodbye to every client, then give them a moment to read it.
     shell.core.borrow_mut().shutdown(now_ns());
-    shell.flush();
+    while shell.write_some() {}
     let deadline = tokio::time::Instant::now() + CLOSE_LINGER + Duration::from_millis(500);
     while shell.core.borrow().connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
