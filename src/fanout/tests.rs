@@ -1764,22 +1764,21 @@ async fn a_turn_writes_a_bounded_number_of_connections_then_the_rest() {
                 assert_eq!(core.pump(upto, usize::MAX, now), 1);
             }
             assert!(shell.write_some(), "connections left after one turn");
-            let mut core = shell.core.borrow_mut();
-            assert_eq!(writes_of(&core), writes + WRITES_PER_TURN as u64);
-            core.record_latency(now);
-            assert_eq!(
-                core.latency.len(),
-                timed,
-                "not timed before all are written"
-            );
-            drop(core);
+            {
+                let mut core = shell.core.borrow_mut();
+                assert_eq!(writes_of(&core), writes + WRITES_PER_TURN as u64);
+                core.record_latency(now);
+                let not_yet = core.latency.len();
+                assert_eq!(not_yet, timed, "not timed before all are written");
+            }
             assert!(!shell.write_some());
-            let mut core = shell.core.borrow_mut();
-            assert_eq!(writes_of(&core), writes + n as u64);
-            assert_eq!(records_of(&core), records + n as u64);
-            core.record_latency(now);
-            assert_eq!(core.latency.len(), timed + 1);
-            drop(core);
+            {
+                let mut core = shell.core.borrow_mut();
+                assert_eq!(writes_of(&core), writes + n as u64);
+                assert_eq!(records_of(&core), records + n as u64);
+                core.record_latency(now);
+                assert_eq!(core.latency.len(), timed + 1);
+            }
             // Every client has the tick, after its snapshot.
             for c in &mut clients {
                 let mut all = Vec::new();
