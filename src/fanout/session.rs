@@ -8,7 +8,7 @@
 //! [`Shell::write_some`], right after the dispatch loop filled outboxes: one write per
 //! connection per turn, oldest first, at most [`WRITES_PER_TURN`] connections before
 //! the other tasks (handshakes, reads, the timer) get a turn; a connection's own input
-//! is answered at once ([`Shell::flush_conn`]). Everything here is glue; every
+//! is answered at once (`Shell::flush_conn`). Everything here is glue; every
 //! decision is the core's.
 
 use std::cell::RefCell;
