@@ -28,7 +28,7 @@ use crate::transport::Transport;
 
 /// Size of the read buffer a core's connections share.
 pub const READ_BUF_BYTES: usize = 64 * 1024;
-/// Connections [`Shell::flush`] writes before it lets the core's other tasks run.
+/// Connections [`Shell::write_some`] writes before it lets the core's other tasks run.
 pub const WRITES_PER_TURN: usize = 256;
 /// Reads per readiness event before a connection yields to the others.
 const READS_PER_WAKE: usize = 4;
