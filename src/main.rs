@@ -130,10 +130,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         ("http", "ws")
     };
+    // Before the port opens: a SIGTERM sent as soon as the server answers must shut it
+    // down cleanly, not kill it with the signal's default action.
+    let signals = Signals::install()?;
     let server = Server::start(config)?;
     let addr = server.local_addr();
     println!("tickcast listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)");
-    wait_for_signal()?;
+    signals.wait();
     tracing::info!("shutting down");
     server.shutdown();
     Ok(())
@@ -246,17 +249,37 @@ fn one_line(e: &anyhow::Error) -> String {
     out.replace('\n', " ")
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })?;
-    Ok(())
+/// SIGINT and SIGTERM, caught from the moment [`Signals::install`] returns.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _in_rt = rt.enter();
+        let interrupt = signal(SignalKind::interrupt())?;
+        let terminate = signal(SignalKind::terminate())?;
+        drop(_in_rt);
+        Ok(Signals {
+            rt,
+            interrupt,
+            terminate,
+        })
+    }
+
+    /// Blocks until one of them arrives (or arrived since `install`).
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        });
+    }
 }
