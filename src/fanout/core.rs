@@ -1049,7 +1049,8 @@ impl Core {
 
     /// Records ingest-to-write (and `ts_event`-to-write) latency, as of `written_ns`,
     /// for the ticks [`Core::pump`] queued whose every connection has since been taken
-    /// off the ready list and written (the shell calls this after its writes).
+    /// off the ready list — written, or found blocked (a blocked socket's bytes go out
+    /// when it drains) — the shell calls this after its writes.
     pub fn record_latency(&mut self, written_ns: u64) {
         let taken = self.ready_listed - self.ready.len() as u64;
         while let Some(&(ts, event, listed)) = self.batch_ts.front() {
